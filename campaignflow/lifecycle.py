@@ -1,0 +1,284 @@
+"""What each of the seven lifecycle steps does to the store, as plain functions.
+
+The Prefect flows in flows/lifecycle.py call these (through thin tasks) and
+add what Prefect is for: waiting at gates, artifacts, retries, run state.
+Each function returns a `StepReport`: a one-line summary for the console
+and a markdown page for people.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from campaignflow import models as m
+from campaignflow.spec import CampaignSpec
+from campaignflow.store import audit, campaign_spec, get_campaign, open_gate
+from campaignflow.timeline import schedule
+
+
+@dataclass(frozen=True)
+class StepReport:
+    summary: str
+    markdown: str
+
+
+def _money(amount: float, currency: str) -> str:
+    return f"{amount:,.2f} {currency}"
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def load(s: Session, campaign_id: str) -> tuple[m.Campaign, CampaignSpec]:
+    campaign = get_campaign(s, campaign_id)
+    return campaign, campaign_spec(campaign)
+
+
+# -- 1. goals -----------------------------------------------------------------------------------
+
+def goals_page(spec: CampaignSpec) -> str:
+    rows = [[g.name, g.kpi, f"{g.baseline:g} → {g.target:g} {g.unit}", g.deadline] for g in spec.goals]
+    return f"# Goals: {spec.name}\n\n" + _table(["goal", "KPI", "baseline → target", "deadline"], rows)
+
+
+def open_goals_gate(s: Session, campaign_id: str) -> m.ApprovalGate:
+    _, spec = load(s, campaign_id)
+    lead = spec.people_with_role("campaign_manager")
+    return open_gate(
+        s, key=f"{campaign_id}/goals", campaign_id=campaign_id, kind="goals",
+        title=f"Approve the goals of {spec.name}",
+        description=goals_page(spec) + "\n\nApprove to move on to audience research.",
+        approvers=spec.expand(spec.approvals.goals.approvers), policy=spec.approvals.goals.policy,
+        submitted_by=lead[0].handle if lead else "",
+    )
+
+
+def settle_goals(s: Session, campaign_id: str, gate_status: str) -> StepReport:
+    _, spec = load(s, campaign_id)
+    for goal in s.exec(select(m.Goal).where(m.Goal.campaign_id == campaign_id)):
+        goal.status = "approved" if gate_status == "approved" else "rejected"
+        s.add(goal)
+    if gate_status != "approved":
+        return StepReport("goals rejected: campaign stopped", goals_page(spec) + "\n\n**Rejected.** The campaign stops here.")
+    names = ", ".join(f"{g.name} ({g.target:g} {g.unit} by {g.deadline})" for g in spec.goals)
+    audit(s, campaign_id, "goals.communicated", names, to=[p.handle for p in spec.people])
+    return StepReport(f"{len(spec.goals)} goal(s) approved: {names}", goals_page(spec) + "\n\n**Approved** and shared with the team.")
+
+
+# -- 2. audience --------------------------------------------------------------------------------
+
+def audience(s: Session, campaign_id: str) -> StepReport:
+    _, spec = load(s, campaign_id)
+    a = spec.audience
+    lines = [f"# Audience: {spec.name}", "", f"**Ideal customer profile:** {a.icp or '(not stated)'}", "", "## Personas"]
+    for p in a.personas:
+        lines.append(f"- **{p.name}**: {p.description}" + (f" Pains: {'; '.join(p.pains)}." if p.pains else "")
+                     + (f" Would pay: {p.willingness_to_pay}." if p.willingness_to_pay else ""))
+    lines += ["", "## Segments", _table(["segment", "", "why"],
+              [[x.name, "target", x.description] for x in a.target] + [[x.name, "exclude", x.description] for x in a.exclude])]
+    summary = (f"{len(a.personas)} persona(s), targeting {', '.join(x.name for x in a.target)}"
+               + (f"; excluding {', '.join(x.name for x in a.exclude)}" if a.exclude else ""))
+    return StepReport(summary, "\n".join(lines))
+
+
+# -- 3. budget ----------------------------------------------------------------------------------
+
+def budget_page(spec: CampaignSpec) -> str:
+    rows = [[b.deliverable, b.category, _money(b.amount, spec.currency), b.description] for b in spec.budget]
+    by_cat: dict[str, float] = {}
+    for b in spec.budget:
+        by_cat[b.category] = by_cat.get(b.category, 0) + b.amount
+    split = ", ".join(f"{k} {_money(v, spec.currency)}" for k, v in sorted(by_cat.items()))
+    return (f"# Budget: {spec.name}\n\n**Total {_money(spec.budget_total(), spec.currency)}** ({split})\n\n"
+            + _table(["deliverable", "category", "amount", "note"], rows))
+
+
+def open_budget_gate(s: Session, campaign_id: str) -> m.ApprovalGate:
+    _, spec = load(s, campaign_id)
+    lead = spec.people_with_role("campaign_manager")
+    return open_gate(
+        s, key=f"{campaign_id}/budget", campaign_id=campaign_id, kind="budget",
+        title=f"Approve the budget of {spec.name}: {_money(spec.budget_total(), spec.currency)}",
+        description=budget_page(spec), approvers=spec.expand(spec.approvals.budget.approvers),
+        policy=spec.approvals.budget.policy, amount=spec.budget_total(),
+        submitted_by=lead[0].handle if lead else "",
+    )
+
+
+def settle_budget(s: Session, campaign_id: str, gate_status: str) -> StepReport:
+    _, spec = load(s, campaign_id)
+    approved = gate_status == "approved"
+    for line in s.exec(select(m.BudgetLine).where(m.BudgetLine.campaign_id == campaign_id)):
+        line.status = "approved" if approved else "rejected"
+        s.add(line)
+    total = _money(spec.budget_total(), spec.currency)
+    if not approved:
+        return StepReport(f"budget of {total} rejected: campaign stopped", budget_page(spec) + "\n\n**Rejected.**")
+    return StepReport(f"budget of {total} approved over {len(spec.budget)} line(s)", budget_page(spec) + "\n\n**Approved.**")
+
+
+# -- 4. timeline (with the channel plan) --------------------------------------------------------
+
+def timeline(s: Session, campaign_id: str) -> StepReport:
+    campaign, spec = load(s, campaign_id)
+    slots = schedule({d.key: d.duration_days for d in spec.deliverables},
+                     {d.key: d.depends_on for d in spec.deliverables}, spec.start, frozenset(spec.holidays))
+    rows = {d.key: d for d in s.exec(select(m.Deliverable).where(m.Deliverable.campaign_id == campaign_id))}
+    for slot in slots:
+        row = rows[slot.key]
+        row.start, row.due, row.critical = slot.start, slot.due, slot.critical
+        s.add(row)
+    launch = max(slot.due for slot in slots)
+    critical = [slot.key for slot in slots if slot.critical]
+    fits = launch <= spec.end
+    if not fits:
+        audit(s, campaign_id, "timeline.overruns", f"launch {launch} after end {spec.end}")
+    owners = {d.key: d.owner for d in spec.deliverables}
+    table = _table(["deliverable", "owner", "start", "due", "days", "critical"],
+                   [[x.key, owners[x.key], x.start, x.due, x.duration_days, "yes" if x.critical else ""] for x in slots])
+    by_channel: dict[str, list[str]] = {}
+    for d in spec.deliverables:
+        by_channel.setdefault(d.channel or "(none)", []).append(d.key)
+    plan = _table(["channel", "kind", "funnel stage", "deliverables"],
+                  [[c.name, c.kind, c.funnel_stage, ", ".join(by_channel.get(c.name, [])) or "—"] for c in spec.channels])
+    warning = "" if fits else f"\n\n> **Warning:** the work ends {launch}, after the campaign end {spec.end}. Replan."
+    md = (f"# Timeline: {spec.name}\n\nStart {spec.start}, all work done by **{launch}**; "
+          f"critical path: {' → '.join(critical)}.{warning}\n\n{table}\n\n## Channel plan\n\n{plan}")
+    summary = f"{len(slots)} deliverables scheduled, done by {launch}; critical path {' -> '.join(critical)}"
+    return StepReport(summary + ("" if fits else f" (OVERRUNS the end {spec.end})"), md)
+
+
+# -- 5. content drafts --------------------------------------------------------------------------
+
+def content_drafts(s: Session, campaign_id: str) -> StepReport:
+    """Every deliverable with review rounds becomes an asset with its first draft submitted by its owner."""
+    _, spec = load(s, campaign_id)
+    existing = {a.deliverable for a in s.exec(select(m.Asset).where(m.Asset.campaign_id == campaign_id))}
+    rows = []
+    for d in spec.deliverables:
+        if not d.reviewers:
+            continue
+        if d.key not in existing:
+            s.add(m.Asset(campaign_id=campaign_id, deliverable=d.key, version=1, round=1, status="in_review",
+                          submitted_by=d.owner))
+            audit(s, campaign_id, "draft.submitted", d.key, actor=d.owner, version=1)
+        rows.append([d.key, d.owner, f"{len(d.reviewers)} round(s)"])
+    _set_deliverable_status(s, campaign_id, {r[0] for r in rows}, "in_review")
+    md = f"# Content drafts: {spec.name}\n\n" + _table(["asset", "owner", "reviews"], rows)
+    return StepReport(f"{len(rows)} first draft(s) ready for review", md)
+
+
+def _set_deliverable_status(s: Session, campaign_id: str, keys: set[str], status: str) -> None:
+    for row in s.exec(select(m.Deliverable).where(m.Deliverable.campaign_id == campaign_id, m.Deliverable.key.in_(keys))):
+        row.status = status
+        s.add(row)
+
+
+# -- 6. reviews ---------------------------------------------------------------------------------
+
+def review_gate_key(campaign_id: str, asset: m.Asset) -> str:
+    return f"{campaign_id}/review/{asset.deliverable}/r{asset.round}v{asset.version}"
+
+
+def open_review_gates(s: Session, campaign_id: str) -> list[m.ApprovalGate]:
+    """The current review gate of every asset still in review (opening the ones not open yet)."""
+    _, spec = load(s, campaign_id)
+    deliverables = {d.key: d for d in spec.deliverables}
+    gates = []
+    for asset in s.exec(select(m.Asset).where(m.Asset.campaign_id == campaign_id, m.Asset.status == "in_review")
+                        .order_by(m.Asset.id)):
+        d = deliverables[asset.deliverable]
+        rounds = len(d.reviewers)
+        label = "final review" if asset.round == rounds else f"review round {asset.round} of {rounds}"
+        gates.append(open_gate(
+            s, key=review_gate_key(campaign_id, asset), campaign_id=campaign_id, kind="review",
+            subject=asset.deliverable, round=asset.round, version=asset.version,
+            title=f"{label.capitalize()}: {d.name} (draft v{asset.version})",
+            description=f"# {d.name}\n\nDraft v{asset.version} by {d.owner}, {label}. Channel: {d.channel or '—'}.",
+            approvers=spec.expand(d.reviewers[asset.round - 1]), policy="all", submitted_by=d.owner,
+        ))
+    return gates
+
+
+def settle_review(s: Session, campaign_id: str, gate: m.ApprovalGate) -> str:
+    """Move an asset on after its review gate closed; returns what happened, for the console."""
+    _, spec = load(s, campaign_id)
+    d = next(x for x in spec.deliverables if x.key == gate.subject)
+    asset = s.exec(select(m.Asset).where(m.Asset.campaign_id == campaign_id, m.Asset.deliverable == gate.subject)).one()
+    if (asset.round, asset.version) != (gate.round, gate.version):
+        return ""  # already settled by an earlier run
+    if gate.status == "approved" and asset.round < len(d.reviewers):
+        asset.round += 1
+        what = f"{d.key}: round {gate.round} approved, on to round {asset.round}"
+    elif gate.status == "approved":
+        asset.status = "approved"
+        _set_deliverable_status(s, campaign_id, {d.key}, "approved")
+        what = f"{d.key}: final review approved, ready to launch"
+    elif gate.status == "changes_requested":
+        asset.version += 1
+        audit(s, campaign_id, "draft.submitted", d.key, actor=d.owner, version=asset.version, round=asset.round)
+        what = f"{d.key}: changes requested, back to drafting; draft v{asset.version} submitted for round {asset.round}"
+    else:
+        asset.status = "dropped"
+        _set_deliverable_status(s, campaign_id, {d.key}, "dropped")
+        what = f"{d.key}: rejected, asset dropped"
+    asset.updated_at = m.utcnow()
+    s.add(asset)
+    audit(s, campaign_id, "asset.moved", d.key, outcome=gate.status, version=asset.version, round=asset.round)
+    return what
+
+
+def reviews_report(s: Session, campaign_id: str) -> StepReport:
+    _, spec = load(s, campaign_id)
+    assets = list(s.exec(select(m.Asset).where(m.Asset.campaign_id == campaign_id).order_by(m.Asset.id)))
+    rows = [[a.deliverable, a.status, a.version, a.round] for a in assets]
+    approved = sum(a.status == "approved" for a in assets)
+    dropped = sum(a.status == "dropped" for a in assets)
+    md = f"# Reviews: {spec.name}\n\n" + _table(["asset", "status", "drafts", "rounds"], rows)
+    return StepReport(f"{approved} asset(s) approved" + (f", {dropped} dropped" if dropped else ""), md)
+
+
+# -- 7. measurement -----------------------------------------------------------------------------
+
+def measurement(s: Session, campaign_id: str, as_of: dt.date | None = None) -> StepReport:
+    """Ingest the campaign's metric sources and report each goal against its straight line."""
+    from campaignflow import kpis, metrics
+
+    campaign, spec = load(s, campaign_id)
+    base = Path(campaign.spec_dir or ".")
+    written = 0
+    for source in spec.measurement.sources:
+        written += metrics.upsert(s, metrics.read_csv_source(source, base, campaign_id, spec.currency))
+    rows = metrics.campaign_rows(s, campaign_id)
+    totals = kpis.to_date(rows)
+    last_day = rows["date"].max() if not rows.empty else None
+    as_of = as_of or last_day or spec.start
+    goal_rows, off_track = [], []
+    for g in spec.goals:
+        st = kpis.goal_status(g.kpi, g.target, g.baseline, spec.start, g.deadline, totals[g.kpi], as_of)
+        goal_rows.append([g.name, g.kpi, _fmt(st["actual"]), _fmt(st["expected_to_date"]), f"{g.target:g} {g.unit}",
+                          "—" if st["progress_pct"] is None else f"{st['progress_pct']:.0f} %", st["status"]])
+        if st["status"] == "off track":
+            off_track.append(g.name)
+    kpi_rows = [[k, _fmt(totals[k])] for k in kpis.KPI_NAMES]
+    md = (f"# Measurement: {spec.name}\n\n{len(rows)} metric rows"
+          + (f", {rows['date'].min()} to {last_day}" if last_day else "") + f"; as of {as_of}.\n\n## Goals\n\n"
+          + _table(["goal", "KPI", "actual", "expected by now", "target", "progress", "status"], goal_rows)
+          + "\n\n## KPIs to date\n\n" + _table(["KPI", "value"], kpi_rows))
+    audit(s, campaign_id, "measurement.reported", f"{len(rows)} rows", off_track=off_track, rows_written=written)
+    state = f"; OFF TRACK: {', '.join(off_track)}" if off_track else "; all goals on track" if goal_rows else ""
+    return StepReport(f"{len(rows)} metric rows, spend {_money(totals['spend'], spec.currency)}, "
+                      f"{totals['conversions']:g} conversions{state}", md)
+
+
+def _fmt(value: float) -> str:
+    if value != value:
+        return "—"
+    return f"{value:,.2f}" if abs(value) < 1000 and value != int(value) else f"{value:,.0f}"

@@ -1,0 +1,226 @@
+"""The campaign store's tables (SQLModel). Schema changes go through migrations/.
+
+One table per domain noun. Times are timezone-aware UTC; amounts are
+stored as numbers with their currency beside them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)
+
+
+def _opt_ts(**kw: Any) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), **kw)
+
+
+def _json(default: Any = None) -> Any:
+    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default or {}))
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+STEPS = ("goals", "audience", "budget", "timeline", "content", "reviews", "measurement")
+
+
+class Campaign(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=80)
+    name: str
+    client: str = ""
+    type: str = "mixed"
+    currency: str = Field(max_length=3)
+    start: dt.date
+    end: dt.date
+    spec_text: str
+    spec_hash: str = Field(max_length=16)
+    spec_dir: str = Field(default="", description="Folder of the spec file, for relative paths in it.")
+    status: str = Field(default="registered", index=True)  # registered|running|waiting|completed|stopped|failed
+    current_step: str = Field(default="goals")
+    flow_run_id: Optional[str] = None
+    created_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
+
+
+class Member(SQLModel, table=True):
+    """A person on a campaign's team, with their roles."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "handle"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    handle: str = Field(index=True)
+    name: str
+    email: Optional[str] = None
+    roles: list[str] = _json([])
+
+
+class StepRun(SQLModel, table=True):
+    """One lifecycle step of one campaign; `completed` steps are never run again."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "step"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    step: str
+    status: str = "running"  # running|completed|failed
+    attempts: int = 0
+    started_at: dt.datetime = _ts()
+    completed_at: Optional[dt.datetime] = _opt_ts()
+    summary: str = ""
+
+
+class Goal(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    name: str
+    description: str = ""
+    kpi: str
+    target: float
+    unit: str
+    baseline: float = 0
+    deadline: dt.date
+    status: str = "draft"  # draft|approved|rejected
+
+
+class AudienceSegment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    name: str
+    kind: str  # target|exclude
+    description: str = ""
+
+
+class BudgetLine(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    deliverable: str
+    category: str  # staff|contractor|media
+    amount: float
+    currency: str = Field(max_length=3)
+    description: str = ""
+    status: str = "planned"  # planned|approved|rejected
+    actual: float = 0
+
+
+class Deliverable(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    key: str
+    name: str
+    owner: str
+    channel: Optional[str] = None
+    duration_days: int
+    review_rounds: int = 0
+    start: Optional[dt.date] = None
+    due: Optional[dt.date] = Field(default=None, index=True)
+    critical: bool = False
+    status: str = Field(default="planned", index=True)  # planned|drafting|in_review|approved|dropped|done
+
+
+class Dependency(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "deliverable", "depends_on"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    deliverable: str
+    depends_on: str
+
+
+class Asset(SQLModel, table=True):
+    """A reviewable deliverable's current draft; `version` goes up with each redraft."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "deliverable"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    deliverable: str
+    version: int = 1
+    round: int = 1  # the review round this version is in (1-based)
+    status: str = "drafting"  # drafting|in_review|approved|dropped
+    submitted_by: str = ""
+    updated_at: dt.datetime = _ts()
+
+
+class ApprovalGate(SQLModel, table=True):
+    """A durable approval request that a flow waits on."""
+
+    __table_args__ = (Index("ix_gate_status_due", "status", "due_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=200)  # e.g. acme-webinar/review/landing-page/r1v2
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    kind: str  # goals|budget|review
+    subject: str = ""  # deliverable key for review gates
+    round: int = 0
+    version: int = 0
+    title: str
+    description: str = ""
+    approvers: list[str] = _json([])
+    policy: str = "any"  # any|all
+    submitted_by: str = ""
+    amount: Optional[float] = None
+    status: str = Field(default="open", index=True)  # open|approved|changes_requested|rejected
+    opened_at: dt.datetime = _ts()
+    due_at: Optional[dt.datetime] = _opt_ts()
+    closed_at: Optional[dt.datetime] = _opt_ts()
+    flow_run_id: Optional[str] = None
+
+
+class Decision(SQLModel, table=True):
+    """One approver's answer to one gate. A repeat of the same click is the same row."""
+
+    __table_args__ = (UniqueConstraint("gate_id", "person"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    gate_id: int = Field(foreign_key="approvalgate.id", index=True)
+    person: str
+    outcome: str  # approve|request_changes|reject
+    comment: str = ""
+    entry_point: str = "cli"  # cli|prefect-ui|demo|api
+    decided_at: dt.datetime = _ts()
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only history of everything that happened to a campaign."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: str = Field(index=True)
+    at: dt.datetime = _ts()
+    actor: str  # a person handle, or "engine"
+    action: str  # e.g. campaign.registered, step.completed, gate.opened, decision.recorded
+    subject: str = ""
+    detail: dict[str, Any] = _json({})
+
+
+class MetricDaily(SQLModel, table=True):
+    """One day of one ad (or ad group, or campaign) on one platform account.
+
+    The natural key is unique, so re-reading a day overwrites it. Key parts a
+    platform does not have are '' (not NULL, which would never collide).
+    """
+
+    __table_args__ = (
+        UniqueConstraint("date", "source", "account", "platform_campaign", "ad_group", "ad", name="uq_metric_natural_key"),
+        Index("ix_metric_campaign_date", "campaign_id", "date"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    date: dt.date
+    source: str
+    account: str = ""
+    platform_campaign: str
+    ad_group: str = ""
+    ad: str = ""
+    campaign_id: Optional[str] = Field(default=None, description="The campaignflow campaign; NULL while unmapped.")
+    impressions: int = 0
+    clicks: int = 0
+    spend: float = 0
+    conversions: float = 0
+    conversion_value: float = 0
+    currency: str = ""
