@@ -1,0 +1,42 @@
+"""The `campaignflow` command line. Commands live in campaignflow/commands/, one module per area.
+
+Only typer is imported up front so `--help` answers at once; each command
+imports the store, pandas or Prefect when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from campaignflow.commands import app
+from campaignflow.commands import campaigns, gates, server  # noqa: F401  (they register their commands)
+from campaignflow.errors import SpecInvalid, UserError
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except SpecInvalid as exc:
+        typer.echo(f"{exc.source}: {len(exc.problems)} problem(s)", err=True)
+        for problem in exc.problems:
+            typer.echo(f"  {problem}", err=True)
+        typer.echo("Nothing was written to the store.", err=True)
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        typer.echo("interrupted; nothing is lost: run the same command again to continue", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

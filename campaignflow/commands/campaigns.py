@@ -1,0 +1,155 @@
+"""validate, spec schema, run, status, demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from campaignflow.commands import app, console, print_json
+
+spec_app = typer.Typer(help="The campaign spec format.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("schema")
+def spec_schema() -> None:
+    """Print the spec's JSON Schema (point your editor's YAML plugin at it)."""
+    from campaignflow.spec import json_schema
+
+    print_json(json_schema())
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="The campaign spec (YAML).")) -> None:
+    """Check a campaign spec and list every problem at once (exit status 2 when invalid)."""
+    from campaignflow.spec import load_spec
+
+    parsed, _ = load_spec(spec)
+    typer.echo(f"{spec}: valid. {parsed.name} ({parsed.id}): {len(parsed.goals)} goal(s), "
+               f"{len(parsed.deliverables)} deliverable(s), budget {parsed.budget_total():,.2f} {parsed.currency}")
+
+
+def _register(spec_path: Path, today: dt.date | None = None, new_id: str | None = None):
+    import yaml
+
+    from campaignflow import db, store
+    from campaignflow.spec import load_spec, validate_spec_data
+
+    parsed, text = load_spec(spec_path, today=today)
+    if new_id:
+        data = yaml.safe_load(text)
+        data["id"] = new_id
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        parsed = validate_spec_data(data, str(spec_path), today=today)
+    with db.session() as s:
+        campaign, created = store.register_campaign(s, parsed, text, spec_path.resolve().parent)
+    return campaign, created
+
+
+def _finish(campaign_id: str, out) -> None:
+    from campaignflow import db
+    from campaignflow.status import detail
+
+    with db.session() as s:
+        info = detail(s, campaign_id)
+    out.print(f"\nCampaign {info['campaign']} is {info['status']}.")
+    for step in info["steps"]:
+        out.print(f"  {step['step']:<12} {step['status']:<10} {step['summary']}", highlight=False)
+
+
+@app.command()
+def run(spec: Path = typer.Argument(..., help="The campaign spec (YAML).")) -> None:
+    """Register a campaign and carry it through its lifecycle; running it again continues where it stopped."""
+    out = console()
+    campaign, created = _register(spec)
+    out.print(f"Campaign {campaign.id} {'registered' if created else 'continues'} "
+              f"(status: {campaign.status}, step: {campaign.current_step}).")
+    if campaign.status in ("completed", "stopped"):
+        out.print(f"Nothing to do: the campaign is {campaign.status}. `campaignflow status {campaign.id}` shows it.")
+        return
+    from campaignflow.commands.running import run_lifecycle
+
+    run_lifecycle(campaign.id, out)
+    _finish(campaign.id, out)
+
+
+@app.command()
+def status(
+    campaign: Optional[str] = typer.Argument(None, help="A campaign id for the detail; none for all campaigns."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """All campaigns at a glance (step, gates waiting and on whom, overdue work), or one in detail."""
+    from campaignflow import db
+    from campaignflow import status as st
+
+    with db.session() as s:
+        data = st.detail(s, campaign) if campaign else st.overview(s)
+    if as_json:
+        print_json(data)
+        return
+    out = console()
+    if campaign:
+        _print_detail(data, out)
+        return
+    if not data:
+        out.print("No campaigns yet. Start one with `campaignflow run SPEC` or try `campaignflow demo`.")
+        return
+    from rich.table import Table
+
+    table = Table("campaign", "status", "step", "waiting on", "overdue", box=None, pad_edge=False)
+    for row in data:
+        waiting = "; ".join(f"#{g['gate']} {', '.join(g['on'])}" for g in row["waiting"]) or "—"
+        table.add_row(row["campaign"], row["status"], row["step"], waiting, "; ".join(row["overdue"]) or "—")
+    out.print(table)
+
+
+def _print_detail(info: dict, out) -> None:
+    out.print(f"{info['name']} ({info['campaign']}) — {info['status']}, step {info['step']}, "
+              f"{info['start']} to {info['end']}")
+    out.print("Steps:")
+    for step in info["steps"]:
+        out.print(f"  {step['step']:<12} {step['status']:<10} {step['summary']}", highlight=False)
+    if info["waiting"]:
+        out.print("Waiting:")
+        for g in info["waiting"]:
+            out.print(f"  #{g['gate']} {g['title']} — on {', '.join(g['waiting_on'])}")
+    late = [d for d in info["deliverables"] if d["overdue"]]
+    if late:
+        out.print("Overdue:")
+        for d in late:
+            out.print(f"  {d['key']} due {d['due']} ({d['owner']}, {d['status']})")
+    out.print(f"Budget: {info['budget']['total']:,.2f} {info['budget']['currency']} ({', '.join(info['budget']['status'])})")
+
+
+@app.command()
+def demo(
+    example: str = typer.Option("b2b-webinar", help="Which bundled example: b2b-webinar or retail-spring."),
+    pause: float = typer.Option(1.0, help="Seconds each scripted approver takes to answer."),
+) -> None:
+    """Run a bundled example campaign from start to finish; scripted approvers answer its gates."""
+    from campaignflow.commands.demo_approvers import DemoApprovers
+    from campaignflow.commands.running import connect_prefect, run_lifecycle
+
+    out = console()
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    spec_path = examples / f"{example}.yaml"
+    if not spec_path.is_file():
+        names = ", ".join(p.stem for p in sorted(examples.glob("*.yaml")))
+        raise typer.BadParameter(f"no bundled example {example!r}; choose one of: {names}", param_hint="--example")
+    from campaignflow.spec import load_spec
+
+    base, _ = load_spec(spec_path, today=dt.date.min)
+    new_id = f"{base.id}-demo-{dt.datetime.now():%Y%m%d%H%M%S}"
+    # A demo replays a plan whose dates may already be behind us: check them against its own start.
+    campaign, _ = _register(spec_path, today=base.start, new_id=new_id)
+    out.print(f"Demo campaign {campaign.id}: {campaign.name}. Scripted approvers answer each gate "
+              f"through the same decision path as `campaignflow approve`.")
+    connect_prefect(out)
+    with DemoApprovers(campaign.id, pause, out):
+        result = run_lifecycle(campaign.id, out)
+    _finish(campaign.id, out)
+    out.print(f"\nDemo {'finished' if result == 'completed' else result}. Try: campaignflow status; "
+              f"campaignflow status {campaign.id}")

@@ -1,0 +1,129 @@
+"""Waiting at an approval gate, and waking the flow that waits.
+
+The gate row in the store is the truth; Prefect's pause is how a flow waits
+for it. A flow waits with `pause_flow_run` and a typed `GateDecisionInput`
+(the Prefect UI shows it as the resume form). A decision from anywhere
+goes through `campaignflow.approvals.decide`, and `decide_and_resume`
+then resumes the waiting run. A watcher thread beside the pause covers the
+race where a decision lands just before the flow has paused: it sees the
+closed gate in the store and resumes the run itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import uuid
+from typing import Literal
+
+from pydantic import Field
+from prefect.context import FlowRunContext
+from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.input import RunInput
+
+from campaignflow import db, models as m, settings
+from campaignflow.approvals import DecisionResult, decide, waiting_on
+from campaignflow.errors import UserError
+from campaignflow.store import attach_flow_run, gate_decisions
+from tasks.progress import say
+
+
+class GateDecisionInput(RunInput):
+    gate: int = Field(description="The gate number (#) you are deciding")
+    decision: Literal["approve", "request_changes", "reject"] = Field(
+        description="approve, request_changes (the work goes back for another round) or reject")
+    person: str = Field(description="Your handle as written in the campaign spec, e.g. priya")
+    comment: str = Field(default="", description="Required when requesting changes or rejecting")
+
+
+def _read(gate_id: int) -> tuple[m.ApprovalGate, list[m.Decision]]:
+    with db.session() as s:
+        return s.get(m.ApprovalGate, gate_id), gate_decisions(s, gate_id)
+
+
+def _form_text(gates: list[tuple[m.ApprovalGate, list[str]]]) -> str:
+    parts = []
+    for gate, left in gates:
+        amount = f"\n\n**Amount:** {gate.amount:,.2f}" if gate.amount else ""
+        parts.append(f"## Gate #{gate.id}: {gate.title}\n\n{gate.description}{amount}\n\n"
+                     f"Waiting on: **{', '.join(left)}** (policy: {gate.policy}).")
+    first = gates[0][0]
+    return ("\n\n---\n\n".join(parts) + "\n\nFill in the gate number, your handle and your decision, "
+            f"or from a terminal: `campaignflow approve {first.id} --as PERSON`")
+
+
+def wait_for_gate(gate_id: int) -> str:
+    """Block the current flow run until the gate's policy is satisfied; return the gate's final status."""
+    return wait_for_gates([gate_id])[gate_id]
+
+
+def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
+    """Block until at least one of the gates is closed; return the status of every gate."""
+    run_id = str(FlowRunContext.get().flow_run.id)
+    while True:
+        gates = [_read(gid) for gid in gate_ids]
+        if any(g.status != "open" for g, _ in gates):
+            return {g.id: g.status for g, _ in gates}
+        with db.session() as s:
+            for gid in gate_ids:
+                attach_flow_run(s, gid, run_id)
+        waiting = [(g, waiting_on(g, ds)) for g, ds in gates]
+        for gate, left in waiting:
+            say(f"waiting at gate #{gate.id} ({gate.title}) for {', '.join(left)}: "
+                f"campaignflow approve {gate.id} --as {left[0]}")
+        stop = threading.Event()
+        watcher = threading.Thread(target=contextvars.copy_context().run,
+                                   args=(_resume_when_closed, gate_ids, run_id, stop), daemon=True)
+        watcher.start()
+        try:
+            answer = pause_flow_run(
+                wait_for_input=GateDecisionInput.with_initial_data(
+                    description=_form_text(waiting), gate=waiting[0][0].id, decision="approve",
+                    person=waiting[0][1][0]),
+                timeout=settings.gate_timeout_seconds(),
+                poll_interval=max(1, int(settings.gate_poll_seconds())),
+                key=f"gates-{uuid.uuid4().hex[:12]}",  # each wait is a new pause, even for the same gates
+            )
+        finally:
+            stop.set()
+            watcher.join()
+        if answer is not None and answer.gate in gate_ids and _read(answer.gate)[0].status == "open":
+            # Resumed from the Prefect UI form: record it through the same door as every decision.
+            try:
+                with db.session(write=True) as s:
+                    decide(s, answer.gate, answer.person, answer.decision, answer.comment, entry_point="prefect-ui")
+            except UserError as exc:
+                say(f"decision from the Prefect UI not recorded: {exc}")
+
+
+def _resume_input(gate_id: int) -> dict:
+    _, decisions = _read(gate_id)
+    last = decisions[-1]
+    return {"gate": gate_id, "decision": last.outcome, "person": last.person, "comment": last.comment}
+
+
+def _resume_when_closed(gate_ids: list[int], run_id: str, stop: threading.Event) -> None:
+    while not stop.wait(settings.gate_poll_seconds()):
+        closed = [gid for gid in gate_ids if _read(gid)[0].status != "open"]
+        if closed and resume_waiting_run(run_id, _resume_input(closed[0])):
+            return
+
+
+def resume_waiting_run(run_id: str, run_input: dict) -> bool:
+    """Resume a paused run; False when it is not paused (not yet, or no longer) or cannot be reached."""
+    try:
+        resume_flow_run(run_id, run_input=run_input)
+        return True
+    except Exception:  # noqa: BLE001  not paused, or the server is away: the run's own watcher will resume it
+        return False
+
+
+def decide_and_resume(gate_ref: str | int, person: str, outcome: str, comment: str = "",
+                      entry_point: str = "cli") -> tuple[DecisionResult, bool]:
+    """Record a decision (the one core door), then wake the waiting run if the gate closed."""
+    with db.session(write=True) as s:
+        result = decide(s, gate_ref, person, outcome, comment, entry_point=entry_point)
+    resumed = False
+    if result.status != "open" and result.flow_run_id:
+        resumed = resume_waiting_run(result.flow_run_id, _resume_input(result.gate_id))
+    return result, resumed

@@ -1,0 +1,116 @@
+"""Shared fixtures: a fresh store per test (SQLite file; PostgreSQL when reachable), one Prefect harness per session."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "campaignflow" / "examples"
+PG_ADMIN_URL = os.environ.get("CAMPAIGNFLOW_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL is reachable, else the reason to skip."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), connect_timeout=2):
+            return None
+    except Exception as exc:  # noqa: BLE001
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL} ({exc.__class__.__name__})"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An isolated $CAMPAIGNFLOW_HOME with a SQLite store."""
+    from campaignflow import db
+
+    monkeypatch.setenv("CAMPAIGNFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CAMPAIGNFLOW_DATABASE_URL", raising=False)
+    yield tmp_path / "home"
+    db.dispose_all()
+
+
+@pytest.fixture
+def pg_url(monkeypatch):
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    reason = postgres_available()
+    if reason:
+        if os.environ.get("CAMPAIGNFLOW_REQUIRE_PG"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import psycopg
+
+    name = f"cf_test_{uuid.uuid4().hex[:10]}"
+    admin = PG_ADMIN_URL.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    monkeypatch.setenv("CAMPAIGNFLOW_DATABASE_URL", url)
+    yield url
+    from campaignflow import db
+
+    db.dispose_all()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, home):
+    """Run the test once on SQLite and once on PostgreSQL (skipped when not reachable)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{home / 'campaignflow.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def example_data(name: str = "b2b-webinar") -> dict:
+    return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+
+
+def future_spec(name: str = "b2b-webinar", **changes) -> dict:
+    """An example spec moved so it starts next month, whatever today is."""
+    data = example_data(name)
+    shift = (dt.date.today().replace(day=1) + dt.timedelta(days=40)) - dt.date.fromisoformat(str(data["start"]))
+    for key in ("start", "end"):
+        data[key] = str(dt.date.fromisoformat(str(data[key])) + shift)
+    data["holidays"] = [str(dt.date.fromisoformat(str(h)) + shift) for h in data.get("holidays", [])]
+    for goal in data["goals"]:
+        goal["deadline"] = str(dt.date.fromisoformat(str(goal["deadline"])) + shift)
+    for source in data.get("measurement", {}).get("sources", []):
+        if "path" in source:
+            source["path"] = str(EXAMPLES / source["path"])
+    data.update(changes)
+    return data
+
+
+def write_spec(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real `campaignflow` command in a child process."""
+    return subprocess.run([sys.executable, "-m", "campaignflow", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, input=input, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One real Prefect server (the test harness) for the whole session; yields its API URL."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+        os.environ.pop("PREFECT_API_URL", None)
