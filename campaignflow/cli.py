@@ -12,7 +12,7 @@ import click
 import typer
 
 from campaignflow.commands import app
-from campaignflow.commands import campaigns, gates, server  # noqa: F401  (they register their commands)
+from campaignflow.commands import campaigns, gates, metrics, notify, server  # noqa: F401  (they register commands)
 from campaignflow.errors import SpecInvalid, UserError
 
 

@@ -224,3 +224,8 @@ class MetricDaily(SQLModel, table=True):
     conversions: float = 0
     conversion_value: float = 0
     currency: str = ""
+
+
+# Feature areas keep their tables in their own modules; importing them here registers them
+# with the metadata the migrations compare against.
+from campaignflow import models_ingest, models_notify  # noqa: E402,F401

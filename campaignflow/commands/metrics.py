@@ -1,0 +1,3 @@
+"""ingest, kpis: metric ingestion from ad and analytics platforms, and KPIs against goals."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""channels, outbox: chat and email notifications."""
+
+from __future__ import annotations
