@@ -1,0 +1,32 @@
+"""Links people can click: the Prefect run, and a gate's one-click approval page.
+
+One home for URL shapes, so chat messages, artifacts and the CLI agree.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def prefect_ui_url() -> str | None:
+    """The Prefect UI base URL: PREFECT_UI_URL, else derived from PREFECT_API_URL."""
+    ui = os.environ.get("PREFECT_UI_URL")
+    if ui:
+        return ui.rstrip("/")
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        return api.rstrip("/").removesuffix("/api")
+    return None
+
+
+def run_link(flow_run_id: str | None) -> str | None:
+    base = prefect_ui_url()
+    return f"{base}/runs/flow-run/{flow_run_id}" if base and flow_run_id else None
+
+
+def approval_link(gate_id: int, person: str, decision: str = "approve") -> str | None:
+    """A one-click decision link for `person` on a gate; None until `campaignflow web` is configured.
+
+    Filled in by the approvals web API (CAMPAIGNFLOW_WEB_URL + a signed token).
+    """
+    return None
