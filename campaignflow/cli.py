@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from campaignflow.commands import app
@@ -18,7 +17,7 @@ from campaignflow.errors import SpecInvalid, UserError
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # typer handles usage errors (exit 2) and --help itself
     except SpecInvalid as exc:
         typer.echo(f"{exc.source}: {len(exc.problems)} problem(s)", err=True)
         for problem in exc.problems:
@@ -28,12 +27,7 @@ def main() -> None:
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         typer.echo("interrupted; nothing is lost: run the same command again to continue", err=True)
         sys.exit(130)
 

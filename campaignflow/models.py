@@ -214,9 +214,10 @@ class MetricDaily(SQLModel, table=True):
     date: dt.date
     source: str
     account: str = ""
-    platform_campaign: str
+    platform_campaign: str  # the platform's campaign id when it has one (names change), else the name
     ad_group: str = ""
     ad: str = ""
+    platform_campaign_name: str = ""  # the name people recognise, for mapping by convention and listings
     campaign_id: Optional[str] = Field(default=None, description="The campaignflow campaign; NULL while unmapped.")
     impressions: int = 0
     clicks: int = 0

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -96,18 +96,86 @@ class BudgetLine(Strict):
 
 
 class MeasurementSource(Strict):
+    """One connection to a platform account (or a folder of CSV exports).
+
+    A source `name` is shared across campaigns: campaigns that name the same
+    source read the same account once, and each claims its platform campaigns.
+    """
+
     name: Slug
-    kind: Literal["csv"]
+    kind: Literal["csv", "google_ads", "meta", "ga4"] = Field(
+        description="csv (exports), google_ads (searchStream), meta (Marketing API insights), ga4 (Data API runReport).")
     path: str | None = Field(default=None, description="For csv: a file or folder, relative to the spec file.")
-    account: str = ""
+    account: str = Field(
+        default="",
+        description="google_ads: customer id (123-456-7890); meta: ad account id (act_123 or 123); "
+                    "ga4: property id; csv: a label of your choice.")
     campaigns: list[str] = Field(
         default_factory=list,
-        description="Platform campaign names or ids that belong to this campaign; empty: every row of the source.",
+        description="Platform campaign names or ids that belong to this campaign; "
+                    "with no `campaigns` and no `campaign_match`: every row of the source.",
     )
+    campaign_match: str | None = Field(
+        default=None,
+        description="Naming/UTM convention: a glob matched case-insensitively against platform campaign names "
+                    "(GA4: utm_campaign), e.g. 'nw-webinar-q1-*'.")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="For csv: our column name -> the export's column name, e.g. {spend: Cost, date: Day}.",
+        description="csv: our column name -> the export's column name, e.g. {spend: Cost, date: Day}; "
+                    "ga4: our metric name -> the GA4 metric, e.g. {conversions: keyEvents}.",
     )
+    lookback_days: int | None = Field(
+        default=None, ge=0, le=90,
+        description="Days re-read on every run because the platform revises them "
+                    "(default: meta 28, google_ads 14, ga4 3, csv 0).")
+    credentials: str | None = Field(
+        default=None,
+        description="Name of the Prefect credentials block for this source (see docs/ingestion.md).")
+    base_url: str | None = Field(default=None, description="API base URL override (proxies, tests, API versions).")
+    conversion_actions: list[str] = Field(
+        default_factory=list,
+        description="meta: the action types counted as conversions (default: purchase, lead, complete_registration).")
+    schedule: str | None = Field(default=None, description="Cron schedule of the ingestion deployment, e.g. '0 6 * * *'.")
+
+    _ACCOUNT_FORMATS: ClassVar[dict[str, tuple[str, str]]] = {
+        "google_ads": (r"\d{3}-?\d{3}-?\d{4}", "a Google Ads customer id such as 123-456-7890"),
+        "meta": (r"(act_)?\d+", "a Meta ad account id such as act_1234567890"),
+        "ga4": (r"\d+", "a GA4 property id (digits only, e.g. 312345678)"),
+    }
+    CSV_COLUMNS: ClassVar[tuple[str, ...]] = ("date", "campaign", "campaign_id", "ad_group", "ad", "impressions",
+                                              "clicks", "spend", "conversions", "conversion_value", "currency")
+    GA4_METRICS: ClassVar[tuple[str, ...]] = ("impressions", "clicks", "spend", "conversions", "conversion_value")
+
+    def problems(self) -> list[str]:
+        """What is wrong with this source, as `field: message` (the caller prefixes the path)."""
+        problems: list[str] = []
+        if self.kind == "csv":
+            if not self.path:
+                problems.append("path: a csv source needs `path` (a file or folder of exports)")
+            for ours in self.columns:
+                if ours not in self.CSV_COLUMNS:
+                    problems.append(f"columns.{ours}: not a column campaignflow reads; use one of {', '.join(self.CSV_COLUMNS)}")
+        else:
+            pattern, what = self._ACCOUNT_FORMATS[self.kind]
+            if not self.account:
+                problems.append(f"account: a {self.kind} source needs `account` ({what})")
+            elif not re.fullmatch(pattern, self.account):
+                problems.append(f"account: {self.account!r} is not {what}")
+            if self.path:
+                problems.append(f"path: only csv sources read files; remove `path` from this {self.kind} source")
+            if self.kind == "ga4":
+                for ours in self.columns:
+                    if ours not in self.GA4_METRICS:
+                        problems.append(f"columns.{ours}: GA4 metrics map onto {', '.join(self.GA4_METRICS)}")
+            elif self.columns:
+                problems.append(f"columns: only csv and ga4 sources take a column mapping")
+        if self.conversion_actions and self.kind != "meta":
+            problems.append("conversion_actions: only meta sources count conversions from action types")
+        if self.base_url and not re.match(r"https?://[^\s/]+", self.base_url):
+            problems.append(f"base_url: {self.base_url!r} is not an http(s) URL")
+        if self.schedule and len(self.schedule.split()) != 5:
+            problems.append(f"schedule: {self.schedule!r} is not a cron expression of 5 fields, e.g. '0 6 * * *'")
+        return problems
 
 
 class Measurement(Strict):
@@ -122,6 +190,127 @@ class GatePolicy(Strict):
 class Approvals(Strict):
     goals: GatePolicy
     budget: GatePolicy
+
+
+# -- notifications: channels, teams, reminders, client SLA (issue 4) ---------------------------
+
+MESSAGE_KINDS = (
+    "step.started", "step.completed", "step.failed", "campaign.completed", "gate.waiting", "gate.approved",
+    "gate.changes_requested", "gate.rejected", "gate.escalated", "gate.timed_out", "gate.delegated",
+    "goals.communicated", "timeline.overruns", "kpi.off_track", "reminder", "sla.breached",
+)
+ChannelName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=80)]
+
+
+class QuietHours(Strict):
+    start: dt.time = Field(description="Local time quiet hours begin, e.g. '19:00'.")
+    end: dt.time = Field(description="Local time they end, e.g. '08:00' (the next morning when before `start`).")
+
+
+class Team(Strict):
+    name: Slug
+    members: list[str] = Field(min_length=1, description="People (handles) or roles in this team.")
+    timezone: str | None = Field(default=None, description="IANA time zone, e.g. Europe/Berlin; default notifications.timezone.")
+    quiet_hours: QuietHours | None = Field(default=None, description="Default notifications.quiet_hours.")
+    holidays: list[dt.date] = Field(default_factory=list, description="Days off for this team, on top of the campaign's.")
+    channel: ChannelName | None = Field(default=None, description="Channel for members without a channel of their own.")
+
+
+class Reminders(Strict):
+    due_soon_days: int = Field(default=1, ge=0, le=30, description="Remind this many business days before the due date.")
+    every_days: int = Field(default=1, ge=1, le=30, description="Repeat every N business days while due or overdue.")
+    escalate_after: int = Field(default=3, ge=1, le=50, description="Escalate one level after this many reminders.")
+    escalate_to: list[list[str]] = Field(
+        default_factory=lambda: [["account_manager"], ["campaign_manager"]],
+        description="Escalation levels, each a list of people or roles (roles nobody holds are skipped).")
+    gate_turnaround_days: int = Field(
+        default=2, ge=1, le=60, description="A gate with no due time of its own is due this many business days after it opens.")
+    digest: bool = Field(default=True, description="One message per person per sweep listing everything waiting on them.")
+
+
+class ClientSla(Strict):
+    client_review_days: int | None = Field(
+        default=None, ge=1, le=60, description="Business days the client has to decide a review gate.")
+    publish_days: int | None = Field(
+        default=None, ge=1, le=365, description="Days from an asset's final approval until it is published (done).")
+    client: list[str] = Field(
+        default_factory=list,
+        description="People or roles on the client side; default: every role starting with `client_`.")
+
+
+class Notifications(Strict):
+    timezone: str = Field(default="UTC", description="IANA time zone of the team, e.g. Europe/Berlin.")
+    quiet_hours: QuietHours | None = None
+    teams: list[Team] = Field(default_factory=list)
+    roles: dict[str, ChannelName] = Field(default_factory=dict, description="Role -> channel, e.g. {cmo: leadership}.")
+    default_channel: ChannelName | None = Field(default=None, description="Channel for anyone without another.")
+    client_channel: ChannelName | None = Field(default=None, description="Channel the client reads (SLA, approvals).")
+    templates: str | None = Field(default=None, description="Folder of Jinja2 templates overriding the defaults.")
+    mute: list[str] = Field(default_factory=list, description="Message kinds not to send: " + ", ".join(MESSAGE_KINDS))
+    reminders: Reminders = Field(default_factory=Reminders)
+    sla: ClientSla = Field(default_factory=ClientSla)
+
+
+def _notification_problems(spec: CampaignSpec) -> list[str]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    problems: list[str] = []
+    handles = {p.handle for p in spec.people}
+    roles = {r for p in spec.people for r in p.roles}
+    channel_pattern = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+    def refs(path: str, names: list[str]) -> None:
+        for j, name in enumerate(names):
+            if name not in handles and name not in roles:
+                problems.append(f"{path}[{j}]: {name!r} is neither a person in `people` nor a role anyone holds")
+
+    def zone(path: str, name: str | None) -> None:
+        if name is None:
+            return
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"{path}: {name!r} is not a time zone; use an IANA name such as Europe/Berlin or America/New_York")
+
+    def quiet(path: str, hours: QuietHours | None) -> None:
+        if hours is not None and hours.start == hours.end:
+            problems.append(f"{path}: start and end are both {hours.start:%H:%M}; give quiet hours a length or remove them")
+
+    for i, person in enumerate(spec.people):
+        if person.channel is not None and not channel_pattern.match(person.channel):
+            problems.append(f"people[{i}].channel: {person.channel!r} must be a channel name: lowercase letters, digits, "
+                            "'-' or '_' (the name of a channel in the channels block or channels.yaml)")
+    n = spec.notifications
+    if n is None:
+        return problems
+    zone("notifications.timezone", n.timezone)
+    quiet("notifications.quiet_hours", n.quiet_hours)
+    team_of: dict[str, str] = {}
+    for i, team in enumerate(n.teams):
+        zone(f"notifications.teams[{i}].timezone", team.timezone)
+        quiet(f"notifications.teams[{i}].quiet_hours", team.quiet_hours)
+        refs(f"notifications.teams[{i}].members", team.members)
+        for handle in spec.expand(team.members):
+            if handle in team_of and team_of[handle] != team.name:
+                problems.append(f"notifications.teams[{i}].members: {handle} is already in team {team_of[handle]!r}; "
+                                "a person belongs to one team (it decides their time zone and quiet hours)")
+            team_of.setdefault(handle, team.name)
+    for i, value in _duplicates([t.name for t in n.teams]):
+        problems.append(f"notifications.teams[{i}].name: duplicate name {value!r}; each must be unique")
+    for role in n.roles:
+        if role not in roles:
+            problems.append(f"notifications.roles.{role}: nobody in `people` holds the role {role!r}")
+    for level, names in enumerate(n.reminders.escalate_to):
+        if not names:
+            problems.append(f"notifications.reminders.escalate_to[{level}]: is empty; name at least one person or role")
+        for j, name in enumerate(names):
+            if name not in handles and not name.replace("_", "").replace("-", "").isalnum():
+                problems.append(f"notifications.reminders.escalate_to[{level}][{j}]: {name!r} is not a person or role name")
+    refs("notifications.sla.client", n.sla.client)
+    for j, kind in enumerate(n.mute):
+        if kind not in MESSAGE_KINDS:
+            problems.append(f"notifications.mute[{j}]: {kind!r} is not a message kind; use one of {', '.join(MESSAGE_KINDS)}")
+    return problems
 
 
 class CampaignSpec(Strict):
@@ -141,6 +330,8 @@ class CampaignSpec(Strict):
     budget: list[BudgetLine] = Field(min_length=1)
     measurement: Measurement = Field(default_factory=Measurement)
     approvals: Approvals
+    notifications: Notifications | None = Field(
+        default=None, description="Chat and email notifications: teams, time zones, reminders, client SLA.")
 
     # -- derived views used across the engine -------------------------------------------------
 
@@ -326,8 +517,8 @@ def _semantic_problems(spec: CampaignSpec, today: dt.date) -> list[str]:
         if person.email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", person.email):
             problems.append(f"people[{i}].email: {person.email!r} is not an email address")
     for i, source in enumerate(spec.measurement.sources):
-        if source.kind == "csv" and not source.path:
-            problems.append(f"measurement.sources[{i}].path: a csv source needs `path` (a file or folder of exports)")
+        problems.extend(f"measurement.sources[{i}].{p}" for p in source.problems())
+    problems.extend(_notification_problems(spec))
     return problems
 
 

@@ -1,0 +1,205 @@
+"""Who hears about what, where, and when: a campaign's notification settings, resolved once.
+
+`resolve(spec)` turns a spec into a plain dict (cached per campaign in
+`NotifySettings`, keyed by the spec hash, so a sweep over thousands of
+campaigns never parses a spec). `Audience` answers the questions the
+fan-out and the sweep ask: which people a role means, which channel a
+person reads, and whether it is quiet hours or a day off where they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from campaignflow import models as m
+from campaignflow.models_notify import NotifySettings
+from campaignflow.notify.channels import ChannelRegistry
+from campaignflow.spec import CampaignSpec, Notifications
+from campaignflow.timeline import is_business_day
+
+UTC = dt.timezone.utc
+
+
+def resolve(spec: CampaignSpec, spec_dir: str = "") -> dict[str, Any]:
+    """Everything the notifier needs from a spec, as JSON-ready data."""
+    n = spec.notifications
+    enabled = n is not None or any(p.channel for p in spec.people)
+    n = n or Notifications()
+    team_of: dict[str, str] = {}
+    teams = {}
+    for team in n.teams:
+        teams[team.name] = {
+            "timezone": team.timezone or n.timezone,
+            "quiet": _quiet(team.quiet_hours or n.quiet_hours),
+            "holidays": sorted(str(d) for d in set(team.holidays) | set(spec.holidays)),
+            "channel": team.channel,
+        }
+        for handle in spec.expand(team.members):
+            team_of.setdefault(handle, team.name)
+    client = spec.expand(n.sla.client) if n.sla.client else [
+        p.handle for p in spec.people if any(r.startswith("client_") for r in p.roles)]
+    templates = None
+    if n.templates:
+        folder = Path(n.templates).expanduser()
+        templates = str(folder if folder.is_absolute() else Path(spec_dir or ".") / folder)
+    return {
+        "enabled": enabled,
+        "name": spec.name,
+        "client_name": spec.client,
+        "people": {p.handle: {"name": p.name, "roles": list(p.roles), "channel": p.channel,
+                              "team": team_of.get(p.handle)} for p in spec.people},
+        "teams": teams,
+        "calendar": {"timezone": n.timezone, "quiet": _quiet(n.quiet_hours),
+                     "holidays": sorted(str(d) for d in spec.holidays), "channel": None},
+        "roles": dict(n.roles),
+        "default_channel": n.default_channel,
+        "client_channel": n.client_channel,
+        "client_people": client,
+        "templates": templates,
+        "mute": list(n.mute),
+        "reminders": n.reminders.model_dump(),
+        "sla": n.sla.model_dump(exclude={"client"}),
+    }
+
+
+def _quiet(hours: Any) -> list[str] | None:
+    return [hours.start.strftime("%H:%M"), hours.end.strftime("%H:%M")] if hours else None
+
+
+def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Resolved settings of many campaigns in two queries; stale or missing cache rows are rebuilt."""
+    from campaignflow.store import campaign_spec
+
+    ids = sorted(set(campaign_ids))
+    if not ids:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    hashes: dict[str, str] = {}
+    for chunk in _chunks(ids, 900):
+        hashes.update(s.execute(select(m.Campaign.id, m.Campaign.spec_hash).where(m.Campaign.id.in_(chunk))).all())
+        for cid, digest, data in s.execute(select(NotifySettings.campaign_id, NotifySettings.spec_hash,
+                                                  NotifySettings.settings).where(NotifySettings.campaign_id.in_(chunk))):
+            if hashes.get(cid) == digest:
+                out[cid] = data
+    for cid in ids:
+        if cid in out or cid not in hashes:
+            continue
+        campaign = s.get(m.Campaign, cid)
+        data = resolve(campaign_spec(campaign), campaign.spec_dir)
+        row = s.get(NotifySettings, cid) or NotifySettings(campaign_id=cid, spec_hash=campaign.spec_hash)
+        row.spec_hash, row.settings = campaign.spec_hash, data
+        s.add(row)
+        out[cid] = data
+    return out
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Audience:
+    """One campaign's people, channels and calendars, over its resolved settings and the channel registry."""
+
+    def __init__(self, campaign_id: str, settings: dict[str, Any], registry: ChannelRegistry):
+        self.campaign_id = campaign_id
+        self.settings = settings
+        self.registry = registry
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.get("enabled"))
+
+    def muted(self, kind: str) -> bool:
+        return kind in self.settings.get("mute", ())
+
+    def expand(self, names: Iterable[str]) -> list[str]:
+        """People and roles to handles, in order, without repeats (roles nobody holds mean nobody)."""
+        people = self.settings["people"]
+        out: list[str] = []
+        for name in names:
+            handles = [name] if name in people else [h for h, p in people.items() if name in p["roles"]]
+            for handle in handles:
+                if handle not in out:
+                    out.append(handle)
+        return out
+
+    def managers(self) -> list[str]:
+        return self.expand(["campaign_manager"])
+
+    def account_managers(self) -> list[str]:
+        """The agency's account managers; the campaign manager stands in when there is none."""
+        return self.expand(["account_manager"]) or self.managers()
+
+    def name_of(self, handle: str) -> str:
+        person = self.settings["people"].get(handle)
+        return person["name"] if person else handle
+
+    def channel_for(self, handle: str) -> str | None:
+        """Where a person reads messages: their own channel, their team's, a role's, the campaign's default."""
+        person = self.settings["people"].get(handle)
+        reg = self.registry
+        if person is None:
+            return None
+        team = person.get("team")
+        candidates = [person.get("channel"), reg.people.get(handle),
+                      self.settings["teams"].get(team, {}).get("channel") if team else None,
+                      reg.teams.get(team) if team else None]
+        candidates += [self.settings["roles"].get(r) for r in person["roles"]]
+        candidates += [reg.roles.get(r) for r in person["roles"]]
+        candidates += [self.settings.get("default_channel"), reg.default]
+        return next((c for c in candidates if c), None)
+
+    def calendar(self, handle: str | None) -> dict[str, Any]:
+        person = self.settings["people"].get(handle or "", {})
+        team = person.get("team")
+        return self.settings["teams"].get(team) if team else self.settings["calendar"]
+
+    def local_now(self, handle: str | None, now: dt.datetime) -> dt.datetime:
+        return now.astimezone(_zone(self.calendar(handle)["timezone"]))
+
+    def is_workday(self, handle: str | None, now: dt.datetime) -> bool:
+        cal = self.calendar(handle)
+        return is_business_day(self.local_now(handle, now).date(), _holidays(tuple(cal["holidays"])))
+
+    def holidays(self, handle: str | None) -> frozenset[dt.date]:
+        return _holidays(tuple(self.calendar(handle)["holidays"]))
+
+    def quiet_until(self, handle: str | None, now: dt.datetime) -> dt.datetime | None:
+        """When quiet hours end for this person, if it is quiet hours where they are now; else None."""
+        cal = self.calendar(handle)
+        return quiet_until(cal.get("quiet"), _zone(cal["timezone"]), now)
+
+
+def quiet_until(quiet: list[str] | None, zone: ZoneInfo, now: dt.datetime) -> dt.datetime | None:
+    if not quiet:
+        return None
+    start, end = (dt.time.fromisoformat(t) for t in quiet)
+    local = now.astimezone(zone)
+    t = local.time()
+    if start < end:
+        inside = start <= t < end
+        end_day = local.date()
+    else:  # across midnight, e.g. 19:00-08:00
+        inside = t >= start or t < end
+        end_day = local.date() + dt.timedelta(days=1) if t >= start else local.date()
+    if not inside:
+        return None
+    return dt.datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@lru_cache(maxsize=1024)
+def _holidays(days: tuple[str, ...]) -> frozenset[dt.date]:
+    return frozenset(dt.date.fromisoformat(d) for d in days)

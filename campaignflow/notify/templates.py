@@ -1,0 +1,82 @@
+"""Message templates (Jinja2): the first rendered line is the title, the rest the body.
+
+A team overrides any of them by putting a file of the same name
+(`gate.waiting.j2`, `digest.j2`, ...) in the folder that its spec names in
+`notifications.templates`. A broken override never loses a message: the
+default template renders it and the problem is reported once per render.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError
+
+log = logging.getLogger("campaignflow.notify")
+
+_WAITING = "{% for p in recipients %}{{ p.name }}{{ ', ' if not loop.last }}{% endfor %}"
+_LINKS = """{% if links.run %}
+Run: {{ links.run }}{% endif %}{% for p in recipients %}{% if links.approve.get(p.handle) %}
+{{ p.name }}: approve {{ links.approve[p.handle] }} · request changes {{ links.changes[p.handle] }}{% endif %}{% endfor %}"""
+
+DEFAULTS: dict[str, str] = {
+    "step.started.j2": "[{{ campaign.name }}] step {{ step }} started\nThe {{ step }} step of {{ campaign.name }} has started." + _LINKS,
+    "step.completed.j2": "[{{ campaign.name }}] step {{ step }} completed\n{{ summary }}" + _LINKS,
+    "step.failed.j2": "[{{ campaign.name }}] step {{ step }} FAILED\nThe {{ step }} step failed: {{ error }}\n"
+                      "Run the campaign again to continue where it stopped." + _LINKS,
+    "campaign.completed.j2": "[{{ campaign.name }}] campaign completed\nAll seven steps are done. {{ summary }}" + _LINKS,
+    "gate.waiting.j2": "[{{ campaign.name }}] waiting for your approval: {{ gate.title }}\n"
+                       "Gate #{{ gate.id }} is waiting on " + _WAITING + " (policy: {{ gate.policy }})."
+                       "{% if gate.due_at %} Due {{ gate.due_at }}.{% endif %}\n"
+                       "Decide: campaignflow approve {{ gate.id }} --as HANDLE" + _LINKS,
+    "gate.approved.j2": "[{{ campaign.name }}] approved: {{ gate.title }}\nGate #{{ gate.id }} is approved"
+                        "{% if decided_by %} by {{ decided_by | join(', ') }}{% endif %}." + _LINKS,
+    "gate.changes_requested.j2": "[{{ campaign.name }}] changes requested: {{ gate.title }}\n"
+                                 "Gate #{{ gate.id }}: changes requested{% for c in comments %}\n- {{ c.person }}: {{ c.comment }}{% endfor %}" + _LINKS,
+    "gate.rejected.j2": "[{{ campaign.name }}] rejected: {{ gate.title }}\n"
+                        "Gate #{{ gate.id }} was rejected{% for c in comments %}\n- {{ c.person }}: {{ c.comment }}{% endfor %}" + _LINKS,
+    "gate.escalated.j2": "[{{ campaign.name }}] escalated: {{ gate.title }}\nGate #{{ gate.id }} has been escalated "
+                         "to " + _WAITING + ".{% if note %} {{ note }}{% endif %}" + _LINKS,
+    "gate.timed_out.j2": "[{{ campaign.name }}] timed out: {{ gate.title }}\nGate #{{ gate.id }} ran out of time"
+                         "{% if note %}: {{ note }}{% endif %}." + _LINKS,
+    "gate.delegated.j2": "[{{ campaign.name }}] delegated to you: {{ gate.title }}\nGate #{{ gate.id }} now waits on "
+                         + _WAITING + "{% if note %} ({{ note }}){% endif %}." + _LINKS,
+    "goals.communicated.j2": "[{{ campaign.name }}] our goals are approved\n{{ subject }}",
+    "timeline.overruns.j2": "[{{ campaign.name }}] the timeline overruns the campaign end\n{{ subject }}: replan or move the end date." + _LINKS,
+    "kpi.off_track.j2": "[{{ campaign.name }}] KPI off track: {{ detail.goal or subject }}\n"
+                        "{{ detail.kpi or 'KPI' }} is at {{ detail.actual }}, expected {{ detail.expected }} by now "
+                        "(target {{ detail.target }})." + _LINKS,
+    "sla.breached.j2": "[{{ campaign.name }}] client SLA breached: {{ rule_label }}\n{{ what }} was due by {{ due }} "
+                       "and is now {{ late }} late.{% if waiting_on %} Waiting on {{ waiting_on | join(', ') }}.{% endif %}" + _LINKS,
+    "reminder.j2": "{% set i = items[0] %}[{{ i.campaign }}] {{ i.state }}: {{ i.title }}\n"
+                   "{{ i.title }} is {{ i.state }} (due {{ i.due }}){% if i.escalated %}; escalated after "
+                   "{{ i.reminders }} reminders, waiting on {{ i.waiting_on | join(', ') }}{% endif %}.\n{{ i.action }}",
+    "digest.j2": "{{ items | length }} thing(s) waiting on {{ recipients | map(attribute='name') | join(', ') }}\n"
+                 "{% for i in items %}- [{{ i.campaign }}] {{ i.title }}: {{ i.state }}, due {{ i.due }}"
+                 "{% if i.escalated %} (ESCALATED after {{ i.reminders }} reminders; waiting on "
+                 "{{ i.waiting_on | join(', ') }}){% endif %}\n  {{ i.action }}\n{% endfor %}",
+}
+
+
+@lru_cache(maxsize=64)
+def _environment(folder: str | None) -> Environment:
+    loaders = ([FileSystemLoader(folder)] if folder else []) + [DictLoader(DEFAULTS)]
+    return Environment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False,
+                       keep_trailing_newline=False, trim_blocks=False)
+
+
+def render(name: str, context: dict[str, Any], folder: str | None = None) -> tuple[str, str]:
+    """(title, body) of template `name` (e.g. 'gate.waiting'), from the team's folder if it has one."""
+    file = f"{name}.j2"
+    try:
+        text = _environment(folder).get_template(file).render(**context)
+    except TemplateError as exc:
+        if folder is None:
+            raise
+        log.warning("template %s in %s does not render (%s: %s); the default template was used",
+                    file, folder, exc.__class__.__name__, exc)
+        text = _environment(None).get_template(file).render(**context)
+    title, _, body = text.strip().partition("\n")
+    return title.strip()[:250], body.strip()
