@@ -1,92 +1,84 @@
-"""Metric rows into the store: read CSV exports, map them to campaigns, upsert on the natural key."""
+"""Metric rows in the store: the fast upsert on the natural key, and reads for KPIs and listings.
+
+The upsert is a prepared `INSERT ... ON CONFLICT (natural key) DO UPDATE`
+run with the driver's executemany over chunks of plain tuples: no ORM
+object per row, so a million rows stream through in seconds and re-reading
+a day overwrites it instead of adding a second copy.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from campaignflow import models as m
-from campaignflow.errors import UserError
-from campaignflow.spec import MeasurementSource
 
 NATURAL_KEY = ("date", "source", "account", "platform_campaign", "ad_group", "ad")
-VALUES = ("campaign_id", "impressions", "clicks", "spend", "conversions", "conversion_value", "currency")
-CSV_COLUMNS = {"date": "date", "campaign": "platform_campaign", "ad_group": "ad_group", "ad": "ad",
-               "impressions": "impressions", "clicks": "clicks", "spend": "spend", "conversions": "conversions",
-               "conversion_value": "conversion_value", "currency": "currency"}
-REQUIRED_CSV = ("date", "campaign", "impressions", "clicks", "spend")
+# Column order of the tuples `upsert_tuples` takes.
+COLUMNS = (*NATURAL_KEY, "platform_campaign_name", "campaign_id", "impressions", "clicks", "spend", "conversions",
+           "conversion_value", "currency")
+VALUES = COLUMNS[len(NATURAL_KEY):]
+TOTALS = ("impressions", "clicks", "spend", "conversions", "conversion_value")
 
 
-def read_csv_source(source: MeasurementSource, base_dir: Path, campaign_id: str, currency: str) -> list[dict]:
-    """Rows of a CSV source (a file or every *.csv in a folder) in the store's shape."""
-    import pandas as pd
+def upsert_sql(dialect: str) -> str:
+    mark = "%s" if dialect == "postgresql" else "?"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in VALUES)
+    return (f"INSERT INTO metricdaily ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))}) "
+            f"ON CONFLICT ({', '.join(NATURAL_KEY)}) DO UPDATE SET {updates}")
 
-    path = Path(source.path)
-    path = path if path.is_absolute() else base_dir / path
-    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
-    if not files or not all(f.is_file() for f in files):
-        raise UserError(f"measurement source {source.name!r}: no CSV file at {path}; fix `path` in the spec")
-    rows: list[dict] = []
-    for file in files:
-        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
-        rename = {source.columns.get(ours, ours): ours for ours in CSV_COLUMNS}
-        frame = frame.rename(columns=rename)
-        missing = [c for c in REQUIRED_CSV if c not in frame.columns]
-        if missing:
-            raise UserError(f"measurement source {source.name!r}: {file.name} has no column(s) {', '.join(missing)}; "
-                            f"map them with `columns:` in the spec (our name: their name)")
-        for i, raw in enumerate(frame.to_dict("records"), start=2):
-            try:
-                row = {
-                    "date": pd.Timestamp(raw["date"]).date(), "source": source.name, "account": source.account,
-                    "platform_campaign": raw["campaign"], "ad_group": raw.get("ad_group", ""), "ad": raw.get("ad", ""),
-                    "impressions": int(float(raw["impressions"] or 0)), "clicks": int(float(raw["clicks"] or 0)),
-                    "spend": float(raw["spend"] or 0), "conversions": float(raw.get("conversions") or 0),
-                    "conversion_value": float(raw.get("conversion_value") or 0),
-                    "currency": raw.get("currency") or currency,
-                }
-            except (ValueError, TypeError) as exc:
-                raise UserError(f"measurement source {source.name!r}: {file.name} line {i}: {exc}") from None
-            mapped = not source.campaigns or row["platform_campaign"] in source.campaigns
-            row["campaign_id"] = campaign_id if mapped else None
-            rows.append(row)
-    return rows
+
+def upsert_tuples(s: Session, chunks: Iterable[list[tuple]]) -> int:
+    """Write chunks of COLUMNS-ordered tuples (dates as ISO text) in the session's transaction."""
+    conn = s.connection()
+    sql = upsert_sql(conn.dialect.name)
+    cursor = conn.connection.driver_connection.cursor()
+    written = 0
+    try:
+        for chunk in chunks:
+            if chunk:
+                cursor.executemany(sql, chunk)
+                written += len(chunk)
+    finally:
+        cursor.close()
+    return written
 
 
 def upsert(s: Session, rows: Iterable[dict]) -> int:
-    """Insert or overwrite rows on the natural key; returns how many rows were written."""
-    table = m.MetricDaily.__table__
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    batch = list(rows)
-    if not batch:
-        return 0
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=list(NATURAL_KEY),
-                                      set_={c: getattr(stmt.excluded, c) for c in VALUES})
-    s.execute(stmt, batch)
-    return len(batch)
+    """Insert or overwrite rows given as dicts on the natural key; returns how many rows were written."""
+    def as_tuple(row: dict) -> tuple:
+        return tuple(str(row["date"]) if c == "date" else row.get(c, "" if c in NATURAL_KEY or c in (
+            "platform_campaign_name", "currency") else None if c == "campaign_id" else 0) for c in COLUMNS)
+
+    return upsert_tuples(s, [[as_tuple(r) for r in rows]])
 
 
 def campaign_rows(s: Session, campaign_id: str):  # -> pd.DataFrame
+    """The campaign's daily rows (date, totals, source), summed over ads: the input of the KPI math."""
     import pandas as pd
 
-    cols = ["date", *VALUES[1:6]]
-    result = s.exec(select(*(getattr(m.MetricDaily, c) for c in cols)).where(m.MetricDaily.campaign_id == campaign_id))
-    return pd.DataFrame(result.all(), columns=cols)
+    t = m.MetricDaily
+    query = (select(t.date, t.source, *(func.sum(getattr(t, c)) for c in TOTALS))
+             .where(t.campaign_id == campaign_id).group_by(t.date, t.source).order_by(t.date))
+    frame = pd.DataFrame(s.exec(query).all(), columns=["date", "source", *TOTALS])
+    for c in TOTALS:
+        frame[c] = frame[c].astype(float)
+    return frame
 
 
-def unmapped(s: Session, source: str | None = None) -> list[tuple[str, str, int]]:
-    """Platform campaigns whose rows no campaign claims: (source, platform campaign, rows)."""
-    query = (select(m.MetricDaily.source, m.MetricDaily.platform_campaign, func.count())
-             .where(m.MetricDaily.campaign_id.is_(None))
-             .group_by(m.MetricDaily.source, m.MetricDaily.platform_campaign))
+def currencies(s: Session, campaign_id: str) -> list[str]:
+    t = m.MetricDaily
+    return [c for c in s.exec(select(t.currency).where(t.campaign_id == campaign_id).distinct()).all() if c]
+
+
+def unmapped(s: Session, source: str | None = None) -> list[tuple[str, str, str, int]]:
+    """Platform campaigns whose rows no campaign claims: (source, platform campaign, its name, rows)."""
+    t = m.MetricDaily
+    query = (select(t.source, t.platform_campaign, func.max(t.platform_campaign_name), func.count())
+             .where(t.campaign_id.is_(None)).group_by(t.source, t.platform_campaign)
+             .order_by(t.source, t.platform_campaign))
     if source:
-        query = query.where(m.MetricDaily.source == source)
+        query = query.where(t.source == source)
     return [tuple(r) for r in s.exec(query).all()]
