@@ -1,24 +1,83 @@
-"""Who may decide a gate, and when a gate's policy is satisfied.
+"""Who may decide a gate, when a gate's policy is satisfied, and what happens when it is late.
 
-`decide` is the one door every decision comes through (CLI, Prefect UI
-resume form, demo approvers), so the rules below hold whatever the entry
-point. It locks the gate row, so two deciders at once are both recorded
-and the policy is evaluated once per decision, in order.
+`decide` is the one door every decision comes through (CLI, web link, HTTP
+API, Prefect UI resume form, demo approvers, timeouts), so these rules hold
+whatever the entry point. It locks the gate row: two deciders at the same
+instant are both recorded and the policy is evaluated once per decision.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 
 from sqlmodel import Session, select
 
 from campaignflow import models as m
 from campaignflow.errors import UserError
+from campaignflow.spec import CampaignSpec, Deciders, GateRule
 from campaignflow.store import audit, find_gate, gate_decisions
+from campaignflow.timeline import add_business_days, next_business_day
 
 OUTCOMES = {"approve": "approved", "request_changes": "changes_requested", "reject": "rejected"}
 VERBS = {"approve": "approved", "request_changes": "requested changes on", "reject": "rejected"}
+TIMEOUT_ACTOR = "timeout"
 
+
+# -- policy planning: what the spec asks of each gate ------------------------------------------
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    approvers: list[str]
+    policy: str = "any"
+    quorum: int | None = None
+    primary: str | None = None
+    due_days: int | None = None
+    on_timeout: str = "wait"
+    escalate_to: list[str] = field(default_factory=list)
+    on_reject: str = "stop"
+
+
+def _stage(spec: CampaignSpec, name: str, deciders: Deciders | GateRule, timing, on_reject: str,
+           default_policy: str = "any") -> StagePlan:
+    d = spec.approvals.defaults
+    return StagePlan(
+        name=name, approvers=spec.expand(deciders.approvers or []), policy=deciders.policy or default_policy,
+        quorum=deciders.quorum, primary=deciders.primary,
+        due_days=timing.due_days or d.due_days, on_timeout=timing.on_timeout or d.on_timeout or "wait",
+        escalate_to=spec.expand(timing.escalate_to or d.escalate_to or []), on_reject=on_reject,
+    )
+
+
+def plan_stages(spec: CampaignSpec, kind: str, amount: float | None = None) -> list[StagePlan]:
+    """The stages of the goals or budget gate, in order; budget routing picks the route the amount falls in."""
+    rule: GateRule = getattr(spec.approvals, kind)
+    on_reject = rule.on_reject or "stop"
+    if rule.routing is not None:
+        route = next(r for r in rule.routing if r.up_to is None or (amount or 0) <= r.up_to)
+        limit = f"up to {route.up_to:,.0f}" if route.up_to is not None else "above all thresholds"
+        return [_stage(spec, f"amount {limit}", route, rule, on_reject)]
+    if rule.stages is not None:
+        return [_stage(spec, s.name, s, rule, on_reject) for s in rule.stages]
+    return [_stage(spec, "", rule, rule, on_reject)]
+
+
+def review_stage(spec: CampaignSpec, reviewers: list[str]) -> StagePlan:
+    rule = spec.approvals.reviews
+    return _stage(spec, "", Deciders(approvers=reviewers, policy=rule.policy, quorum=rule.quorum), rule,
+                  rule.on_reject or "drop", default_policy="all")
+
+
+def due_at(opened: dt.datetime, business_days: int | None, holidays: frozenset[dt.date]) -> dt.datetime | None:
+    """The same time of day, `business_days` working days after the gate opened."""
+    if not business_days:
+        return None
+    start = next_business_day(opened.date() + dt.timedelta(days=1), holidays)
+    return dt.datetime.combine(add_business_days(start, business_days, holidays), opened.timetz())
+
+
+# -- evaluating decisions ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class DecisionResult:
@@ -31,19 +90,28 @@ class DecisionResult:
     waiting_on: list[str]
 
 
-def evaluate(policy: str, approvers: list[str], decisions: list[m.Decision]) -> str:
-    """The gate status that the decisions so far add up to under `policy`."""
+def evaluate(gate: m.ApprovalGate, decisions: list[m.Decision]) -> str:
+    """The gate status that the decisions so far add up to under the gate's policy."""
     if not decisions:
         return "open"
-    if policy == "any":
+    primary = next((d for d in decisions if d.person == gate.primary_approver), None)
+    if primary is not None:
+        return OUTCOMES[primary.outcome]
+    if gate.policy == "any":
         return OUTCOMES[decisions[0].outcome]
-    outcomes = {d.outcome for d in decisions}
-    if "reject" in outcomes:
-        return "rejected"
+    outcomes = [d.outcome for d in decisions]
     if "request_changes" in outcomes:
         return "changes_requested"
+    approvals = outcomes.count("approve")
+    if gate.policy == "quorum":
+        if approvals >= gate.quorum:
+            return "approved"
+        undecided = len(gate.approvers) - len(decisions)
+        return "rejected" if approvals + undecided < gate.quorum else "open"
+    if "reject" in outcomes:
+        return "rejected"
     approved = {d.person for d in decisions if d.outcome == "approve"}
-    return "approved" if set(approvers) <= approved else "open"
+    return "approved" if set(gate.approvers) <= approved else "open"
 
 
 def waiting_on(gate: m.ApprovalGate, decisions: list[m.Decision]) -> list[str]:
@@ -51,6 +119,27 @@ def waiting_on(gate: m.ApprovalGate, decisions: list[m.Decision]) -> list[str]:
         return []
     decided = {d.person for d in decisions}
     return [p for p in gate.approvers if p not in decided]
+
+
+def active_delegations(s: Session, on: dt.date) -> dict[str, str]:
+    """Who stands in for whom on a day: {absent person: delegate}."""
+    rows = s.exec(select(m.Delegation).where(m.Delegation.starts <= on, m.Delegation.ends >= on)
+                  .order_by(m.Delegation.id))
+    return {d.person: d.delegate for d in rows}
+
+
+def _seat(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], person: str) -> str:
+    """The approver `person` decides as: themselves, or someone they stand in for today."""
+    if person in gate.approvers:
+        return person
+    stand_ins = active_delegations(s, dt.date.today())
+    decided = {d.person for d in decisions}
+    seats = [a for a in gate.approvers if stand_ins.get(a) == person]
+    open_seats = [a for a in seats if a not in decided]
+    if open_seats or seats:
+        return (open_seats or seats)[0]
+    raise UserError(f"{person} is not an approver of gate {gate.id} ({gate.key}) nor standing in for one; "
+                    f"its approvers are {', '.join(gate.approvers)}")
 
 
 def decide(s: Session, gate_ref: str | int, person: str, outcome: str, comment: str = "",
@@ -62,7 +151,7 @@ def decide(s: Session, gate_ref: str | int, person: str, outcome: str, comment: 
         raise UserError("a comment is required when requesting changes or rejecting: say what must change (--comment TEXT)")
     gate = find_gate(s, gate_ref, lock=True)
     decisions = gate_decisions(s, gate.id)
-    mine = next((d for d in decisions if d.person == person), None)
+    mine = next((d for d in decisions if (d.decided_by or d.person) == person), None)
     if mine is not None:
         if mine.outcome == outcome:
             return _result(gate, decisions, recorded=False)
@@ -70,24 +159,30 @@ def decide(s: Session, gate_ref: str | int, person: str, outcome: str, comment: 
                         f"{mine.decided_at:%Y-%m-%d %H:%M} UTC; a decision cannot be changed")
     if gate.status != "open":
         raise UserError(f"gate {gate.id} ({gate.key}) is already closed as {gate.status.replace('_', ' ')}; nothing was recorded")
-    if person not in gate.approvers:
-        raise UserError(f"{person} is not an approver of gate {gate.id} ({gate.key}); its approvers are "
-                        f"{', '.join(gate.approvers)}")
-    if person == gate.submitted_by:
-        raise UserError(f"{person} submitted this work and cannot approve it (separation of duties); "
-                        f"ask another approver: {', '.join(p for p in gate.approvers if p != person)}")
-    decision = m.Decision(gate_id=gate.id, person=person, outcome=outcome, comment=comment, entry_point=entry_point)
+    seat = _seat(s, gate, decisions, person) if entry_point != "timeout" else person
+    if gate.submitted_by and gate.submitted_by in (person, seat):
+        others = [p for p in gate.approvers if p != gate.submitted_by]
+        raise UserError(f"{person} cannot decide on work {gate.submitted_by} submitted (separation of duties); "
+                        f"ask {', '.join(others) or 'another approver'}")
+    if any(d.person == seat for d in decisions):
+        raise UserError(f"{seat} has already decided gate {gate.id}; {person} cannot decide for them again")
+    decision = m.Decision(gate_id=gate.id, person=seat, outcome=outcome, comment=comment, entry_point=entry_point,
+                          decided_by=person if person != seat else "")
     s.add(decision)
     s.flush()
     decisions.append(decision)
     audit(s, gate.campaign_id, "decision.recorded", gate.key, actor=person, outcome=outcome, comment=comment,
-          entry_point=entry_point, gate_id=gate.id)
-    status = evaluate(gate.policy, gate.approvers, decisions)
+          entry_point=entry_point, gate_id=gate.id, **({"on_behalf_of": seat} if seat != person else {}))
+    _close_if_decided(s, gate, decisions, actor=person)
+    return _result(gate, decisions, recorded=True)
+
+
+def _close_if_decided(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], actor: str) -> None:
+    status = evaluate(gate, decisions)
     if status != "open":
         gate.status, gate.closed_at = status, m.utcnow()
         s.add(gate)
-        audit(s, gate.campaign_id, "gate.closed", gate.key, actor=person, status=status, gate_id=gate.id)
-    return _result(gate, decisions, recorded=True)
+        audit(s, gate.campaign_id, "gate.closed", gate.key, actor=actor, status=status, gate_id=gate.id)
 
 
 def _result(gate: m.ApprovalGate, decisions: list[m.Decision], recorded: bool) -> DecisionResult:
@@ -95,17 +190,106 @@ def _result(gate: m.ApprovalGate, decisions: list[m.Decision], recorded: bool) -
                           waiting_on(gate, decisions))
 
 
+def decide_by_link(s: Session, claim, comment: str = "") -> DecisionResult:
+    """A decision from a verified one-click link: used once, in the same transaction as the decision."""
+    from campaignflow.signing import LinkRefused
+
+    if s.get(m.UsedLink, claim.nonce) is not None:
+        raise LinkRefused("This link has already been used. Each link decides once.", 409)
+    s.add(m.UsedLink(nonce=claim.nonce, gate_id=claim.gate_id, person=claim.person))
+    s.flush()
+    return decide(s, claim.gate_id, claim.person, claim.decision, comment, entry_point="web")
+
+
+# -- delegation --------------------------------------------------------------------------------
+
+def delegate(s: Session, person: str, to: str, starts: dt.date, ends: dt.date, reason: str = "") -> m.Delegation:
+    """`person` is out of office from `starts` to `ends`; `to` decides their gates meanwhile."""
+    if person == to:
+        raise UserError("a person cannot delegate to themselves; name someone else with --to")
+    if ends < starts:
+        raise UserError(f"--until {ends} is before --from {starts}; the range must end on or after it starts")
+    known = set(s.exec(select(m.Member.handle)).all())
+    for who, flag in ((person, "--as"), (to, "--to")):
+        if who not in known:
+            raise UserError(f"{flag} {who!r} is not a person on any campaign")
+    overlapping = s.exec(select(m.Delegation).where(m.Delegation.person == person, m.Delegation.starts <= ends,
+                                                    m.Delegation.ends >= starts)).first()
+    if overlapping is not None:
+        raise UserError(f"{person} already delegates to {overlapping.delegate} from {overlapping.starts} to "
+                        f"{overlapping.ends}; choose dates that do not overlap")
+    row = m.Delegation(person=person, delegate=to, starts=starts, ends=ends, reason=reason)
+    s.add(row)
+    s.flush()
+    for campaign_id in s.exec(select(m.Member.campaign_id).where(m.Member.handle == person)).all():
+        audit(s, campaign_id, "gate.delegated", f"{person} -> {to}", actor=person, delegate=to,
+              starts=str(starts), ends=str(ends), reason=reason)
+    return row
+
+
+# -- due dates ---------------------------------------------------------------------------------
+
+def apply_timeouts(s: Session, now: dt.datetime | None = None, gate_ids: list[int] | None = None) -> list[DecisionResult]:
+    """Act on open gates past their due date, as each gate's `on_timeout` says; returns the gates that changed.
+
+    escalate: the escalation approvers join the gate, any one of them may now decide, and a new due
+    date follows; approve / reject: the gate closes that way, recorded as a decision by `timeout`.
+    """
+    now = now or m.utcnow()
+    query = (select(m.ApprovalGate.id).where(m.ApprovalGate.status == "open", m.ApprovalGate.due_at.is_not(None),
+                                             m.ApprovalGate.due_at <= now, m.ApprovalGate.on_timeout != "wait"))
+    if gate_ids is not None:
+        query = query.where(m.ApprovalGate.id.in_(gate_ids))
+    changed = []
+    for gate_id in s.exec(query).all():
+        gate = find_gate(s, gate_id, lock=True)
+        if gate.status != "open" or gate.due_at is None or m.as_utc(gate.due_at) > now:
+            continue  # decided or moved on while we looked
+        if gate.on_timeout in ("approve", "reject"):
+            outcome = gate.on_timeout
+            comment = f"not decided by {gate.due_at:%Y-%m-%d %H:%M} UTC: {VERBS[outcome]} automatically"
+            decisions = gate_decisions(s, gate.id)
+            decision = m.Decision(gate_id=gate.id, person=TIMEOUT_ACTOR, outcome=outcome, comment=comment,
+                                  entry_point="timeout")
+            s.add(decision)
+            s.flush()
+            audit(s, gate.campaign_id, "gate.timed_out", gate.key, outcome=outcome, due_at=gate.due_at.isoformat(),
+                  gate_id=gate.id)
+            gate.status, gate.closed_at = OUTCOMES[outcome], now
+            s.add(gate)
+            audit(s, gate.campaign_id, "gate.closed", gate.key, status=gate.status, gate_id=gate.id)
+            changed.append(_result(gate, decisions + [decision], recorded=True))
+        elif gate.on_timeout == "escalate":
+            joining = [p for p in gate.escalate_to if p not in gate.approvers]
+            previous_due = gate.due_at
+            gate.approvers = gate.approvers + joining
+            gate.policy, gate.quorum = "any", None
+            gate.escalation_level += 1
+            gate.on_timeout = "wait"  # one escalation; the reminders keep chasing after that
+            gate.due_at = None
+            s.add(gate)
+            audit(s, gate.campaign_id, "gate.escalated", gate.key, to=joining, level=gate.escalation_level,
+                  due_at=previous_due.isoformat(), gate_id=gate.id)
+            changed.append(_result(gate, gate_decisions(s, gate.id), recorded=True))
+    return changed
+
+
+# -- reading -----------------------------------------------------------------------------------
+
 def pending_for(s: Session, person: str | None = None) -> list[tuple[m.ApprovalGate, list[str]]]:
-    """Open gates with the approvers still to decide, optionally only those waiting on `person`."""
+    """Open gates with the approvers still to decide; with `person`, those waiting on them or on whom they stand in for."""
     gates = list(s.exec(select(m.ApprovalGate).where(m.ApprovalGate.status == "open").order_by(m.ApprovalGate.id)))
     if not gates:
         return []
     by_gate: dict[int, list[m.Decision]] = {}
     for d in s.exec(select(m.Decision).where(m.Decision.gate_id.in_([g.id for g in gates]))):
         by_gate.setdefault(d.gate_id, []).append(d)
+    seats = {person} if person else set()
+    if person:
+        seats |= {absent for absent, stand_in in active_delegations(s, dt.date.today()).items() if stand_in == person}
     out = []
     for gate in gates:
         left = waiting_on(gate, by_gate.get(gate.id, []))
-        if person is None or person in left:
+        if person is None or seats & set(left):
             out.append((gate, left))
     return out

@@ -229,6 +229,7 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
     """Read the window from the platform into a spool, each row mapped to its campaign (or None)."""
     config = plan_.config
     http = http or Http(config.name, config.account)
+    http.source, http.account = config.name, config.account  # so every error names them
     if credentials is None:
         credentials = connectors.credentials_for(config) if connectors.connector_class(config.kind).required else {}
     connector = connectors.create(config, credentials, http)

@@ -16,7 +16,8 @@ from sqlmodel import Session, select
 
 from campaignflow import models as m
 from campaignflow.spec import CampaignSpec
-from campaignflow.store import audit, campaign_spec, get_campaign, open_gate
+from campaignflow.approvals import StagePlan, due_at, plan_stages, review_stage
+from campaignflow.store import audit, campaign_spec, gate_decisions, get_campaign, open_gate
 from campaignflow.timeline import schedule
 
 
@@ -48,15 +49,50 @@ def goals_page(spec: CampaignSpec) -> str:
     return f"# Goals: {spec.name}\n\n" + _table(["goal", "KPI", "baseline → target", "deadline"], rows)
 
 
-def open_goals_gate(s: Session, campaign_id: str) -> m.ApprovalGate:
+def _plan_gate_fields(plan: StagePlan, holidays: frozenset) -> dict:
+    opened = m.utcnow()
+    return dict(approvers=plan.approvers, policy=plan.policy, quorum=plan.quorum, primary_approver=plan.primary,
+                on_timeout=plan.on_timeout, escalate_to=plan.escalate_to, on_reject=plan.on_reject,
+                opened_at=opened, due_at=due_at(opened, plan.due_days, holidays))
+
+
+def next_plan_gate(s: Session, campaign_id: str, kind: str) -> m.ApprovalGate | str:
+    """The goals or budget gate to wait on now, or the final outcome ('approved' / 'rejected').
+
+    Stages run one after another; changes requested at any stage opens version N+1 at the first
+    stage, so earlier approvals do not carry over to work that changed.
+    """
     _, spec = load(s, campaign_id)
+    amount = spec.budget_total() if kind == "budget" else None
+    plans = plan_stages(spec, kind, amount)
+    gates = list(s.exec(select(m.ApprovalGate).where(m.ApprovalGate.campaign_id == campaign_id,
+                                                     m.ApprovalGate.kind == kind).order_by(m.ApprovalGate.id)))
+    version, stage_index, note = 1, 0, ""
+    if gates:
+        last = gates[-1]
+        if last.status == "open":
+            return last
+        if last.status == "rejected":
+            return "rejected"
+        if last.status == "approved":
+            if last.stage_index + 1 >= len(plans):
+                return "approved"
+            version, stage_index = last.version, last.stage_index + 1
+        else:  # changes requested
+            version = last.version + 1
+            comments = "; ".join(f"{d.person}: {d.comment}" for d in gate_decisions(s, last.id) if d.comment)
+            note = f"\n\n**Changes requested on version {last.version}:** {comments}"
+    plan = plans[stage_index]
     lead = spec.people_with_role("campaign_manager")
+    what = {"goals": f"the goals of {spec.name}",
+            "budget": f"the budget of {spec.name}: {_money(spec.budget_total(), spec.currency)}"}[kind]
+    stage = f" ({plan.name}, stage {stage_index + 1} of {len(plans)})" if len(plans) > 1 else ""
+    page = goals_page(spec) if kind == "goals" else budget_page(spec)
     return open_gate(
-        s, key=f"{campaign_id}/goals", campaign_id=campaign_id, kind="goals",
-        title=f"Approve the goals of {spec.name}",
-        description=goals_page(spec) + "\n\nApprove to move on to audience research.",
-        approvers=spec.expand(spec.approvals.goals.approvers), policy=spec.approvals.goals.policy,
-        submitted_by=lead[0].handle if lead else "",
+        s, key=f"{campaign_id}/{kind}/v{version}" + (f"/{plan.name}" if len(plans) > 1 else ""),
+        campaign_id=campaign_id, kind=kind, title=f"Approve {what}{stage}", description=page + note,
+        version=version, stage=plan.name, stage_index=stage_index, stages_total=len(plans), amount=amount,
+        submitted_by=lead[0].handle if lead else "", **_plan_gate_fields(plan, frozenset(spec.holidays)),
     )
 
 
@@ -98,18 +134,6 @@ def budget_page(spec: CampaignSpec) -> str:
     split = ", ".join(f"{k} {_money(v, spec.currency)}" for k, v in sorted(by_cat.items()))
     return (f"# Budget: {spec.name}\n\n**Total {_money(spec.budget_total(), spec.currency)}** ({split})\n\n"
             + _table(["deliverable", "category", "amount", "note"], rows))
-
-
-def open_budget_gate(s: Session, campaign_id: str) -> m.ApprovalGate:
-    _, spec = load(s, campaign_id)
-    lead = spec.people_with_role("campaign_manager")
-    return open_gate(
-        s, key=f"{campaign_id}/budget", campaign_id=campaign_id, kind="budget",
-        title=f"Approve the budget of {spec.name}: {_money(spec.budget_total(), spec.currency)}",
-        description=budget_page(spec), approvers=spec.expand(spec.approvals.budget.approvers),
-        policy=spec.approvals.budget.policy, amount=spec.budget_total(),
-        submitted_by=lead[0].handle if lead else "",
-    )
 
 
 def settle_budget(s: Session, campaign_id: str, gate_status: str) -> StepReport:
@@ -197,12 +221,13 @@ def open_review_gates(s: Session, campaign_id: str) -> list[m.ApprovalGate]:
         d = deliverables[asset.deliverable]
         rounds = len(d.reviewers)
         label = "final review" if asset.round == rounds else f"review round {asset.round} of {rounds}"
+        plan = review_stage(spec, d.reviewers[asset.round - 1])
         gates.append(open_gate(
             s, key=review_gate_key(campaign_id, asset), campaign_id=campaign_id, kind="review",
             subject=asset.deliverable, round=asset.round, version=asset.version,
             title=f"{label.capitalize()}: {d.name} (draft v{asset.version})",
             description=f"# {d.name}\n\nDraft v{asset.version} by {d.owner}, {label}. Channel: {d.channel or '—'}.",
-            approvers=spec.expand(d.reviewers[asset.round - 1]), policy="all", submitted_by=d.owner,
+            submitted_by=d.owner, **_plan_gate_fields(plan, frozenset(spec.holidays)),
         ))
     return gates
 
@@ -228,7 +253,7 @@ def settle_review(s: Session, campaign_id: str, gate: m.ApprovalGate) -> str:
     else:
         asset.status = "dropped"
         _set_deliverable_status(s, campaign_id, {d.key}, "dropped")
-        what = f"{d.key}: rejected, asset dropped"
+        what = f"{d.key}: rejected, asset dropped" + ("; the campaign stops" if gate.on_reject == "stop" else "")
     asset.updated_at = m.utcnow()
     s.add(asset)
     audit(s, campaign_id, "asset.moved", d.key, outcome=gate.status, version=asset.version, round=asset.round)
@@ -248,37 +273,87 @@ def reviews_report(s: Session, campaign_id: str) -> StepReport:
 # -- 7. measurement -----------------------------------------------------------------------------
 
 def measurement(s: Session, campaign_id: str, as_of: dt.date | None = None) -> StepReport:
-    """Ingest the campaign's metric sources and report each goal against its straight line."""
-    from campaignflow import kpis, metrics
+    """Refresh the campaign's metric sources, then report KPIs, pacing and each goal against its straight line.
 
-    campaign, spec = load(s, campaign_id)
-    base = Path(campaign.spec_dir or ".")
-    written = 0
+    A source that cannot be read (no credentials yet, a revoked token) does not
+    stop the step: the report uses the rows already stored and says which
+    source is stale and why. Off-track goals become `kpi.off_track` audit events.
+    """
+    from campaignflow import ingest, metrics
+    from campaignflow.connectors.base import SourceError
+
+    _, spec = load(s, campaign_id)
+    # End the read snapshot before the (possibly slow) platform calls, so the writes below
+    # start from fresh data instead of a stale SQLite snapshot.
+    s.commit()
+    refreshed, problems, written = [], [], 0
     for source in spec.measurement.sources:
-        written += metrics.upsert(s, metrics.read_csv_source(source, base, campaign_id, spec.currency))
-    rows = metrics.campaign_rows(s, campaign_id)
-    totals = kpis.to_date(rows)
-    last_day = rows["date"].max() if not rows.empty else None
-    as_of = as_of or last_day or spec.start
-    goal_rows, off_track = [], []
-    for g in spec.goals:
-        st = kpis.goal_status(g.kpi, g.target, g.baseline, spec.start, g.deadline, totals[g.kpi], as_of)
-        goal_rows.append([g.name, g.kpi, _fmt(st["actual"]), _fmt(st["expected_to_date"]), f"{g.target:g} {g.unit}",
-                          "—" if st["progress_pct"] is None else f"{st['progress_pct']:.0f} %", st["status"]])
-        if st["status"] == "off track":
-            off_track.append(g.name)
-    kpi_rows = [[k, _fmt(totals[k])] for k in kpis.KPI_NAMES]
-    md = (f"# Measurement: {spec.name}\n\n{len(rows)} metric rows"
-          + (f", {rows['date'].min()} to {last_day}" if last_day else "") + f"; as of {as_of}.\n\n## Goals\n\n"
-          + _table(["goal", "KPI", "actual", "expected by now", "target", "progress", "status"], goal_rows)
-          + "\n\n## KPIs to date\n\n" + _table(["KPI", "value"], kpi_rows))
-    audit(s, campaign_id, "measurement.reported", f"{len(rows)} rows", off_track=off_track, rows_written=written)
-    state = f"; OFF TRACK: {', '.join(off_track)}" if off_track else "; all goals on track" if goal_rows else ""
-    return StepReport(f"{len(rows)} metric rows, spend {_money(totals['spend'], spec.currency)}, "
-                      f"{totals['conversions']:g} conversions{state}", md)
+        config = ingest.source_config(s, source.name)
+        try:
+            result = ingest.run_in_session(s, config, trigger="lifecycle")
+        except SourceError as exc:
+            problems.append(f"{source.name}: {exc.what}")
+            audit(s, campaign_id, "ingest.failed", source.name, error=str(exc))
+            continue
+        written += result.rows_written
+        refreshed.append(result.summary())
+    report = metrics.campaign_report(s, campaign_id, as_of)
+    off_track = metrics.flag_off_track(s, campaign_id, report)
+    md = measurement_page(spec.name, report, refreshed, problems)
+    audit(s, campaign_id, "measurement.reported", f"{report['days_with_data']} day(s)", rows_written=written,
+          off_track=[g["name"] for g in report["goals"] if g["status"] == "off track"], as_of=report["as_of"],
+          stale_sources=problems)
+    behind = [g["name"] for g in report["goals"] if g["status"] == "off track"]
+    state = f"; OFF TRACK: {', '.join(behind)}" if behind else "; all goals on track" if report["goals"] else ""
+    stale = f"; not refreshed: {', '.join(p.split(':')[0] for p in problems)}" if problems else ""
+    t = report["to_date"]
+    pace = report["budget"]["pace_pct"]
+    return StepReport(f"{report['days_with_data']} day(s) of metrics to {report['data_through'] or '—'}, "
+                      f"spend {_money(t['spend'], spec.currency)}" + (f" ({pace:.0f} % of budget-to-date)" if pace else "")
+                      + f", {t['conversions']:g} conversions{state}{stale}", md)
 
 
-def _fmt(value: float) -> str:
-    if value != value:
+def measurement_page(name: str, report: dict, refreshed: list[str], problems: list[str]) -> str:
+    """The measurement report as markdown: goals, pacing, KPIs to date, recent days, sources, unmapped rows."""
+    from campaignflow.kpis import KPI_NAMES
+
+    cur = report["currency"]
+    goal_rows = [[g["name"], g["kpi"], _fmt(g["actual"]), _fmt(g["expected"]), f"{g['target']:g} {g['unit']}",
+                  g["deadline"], "—" if g["progress_pct"] is None else f"{g['progress_pct']:.0f} %",
+                  f"**{g['status']}**" if g["status"] == "off track" else g["status"]] for g in report["goals"]]
+    b = report["budget"]
+    budget = (f"Spend **{_money(b['spend'], cur)}** against a budget-to-date of {_money(b['budget_to_date'], cur)} "
+              f"(media budget {_money(b['budget'], cur)}): "
+              + (f"{b['pace_pct']:.0f} %, {b['status']}." if b["pace_pct"] is not None else f"{b['status']}."))
+    kpi_rows = [[k, _fmt(report["to_date"][k])] for k in KPI_NAMES]
+    recent = [[d["date"], _fmt(d["impressions"]), _fmt(d["clicks"]), _fmt(d["spend"]), _fmt(d["conversions"]),
+               _fmt(d["ctr"]), _fmt(d["cpa"]), _fmt(d["to_date"]["cpa"])] for d in report["daily"][-14:]]
+    sources = [[x["name"], x["kind"], x["account"] or "—", x["data_through"] or "—",
+                (x["last_run"] or {}).get("status", "never run")] for x in report["sources"]]
+    lines = [f"# Measurement: {name}", "",
+             f"As of **{report['as_of']}**; data from {report['data_from'] or '—'} to {report['data_through'] or '—'}.",
+             "", "## Goals", "",
+             _table(["goal", "KPI", "actual", "expected by now", "target", "deadline", "progress", "status"], goal_rows),
+             "", "## Budget pacing", "", budget, "", "## KPIs to date", "", _table(["KPI", "value"], kpi_rows)]
+    if recent:
+        lines += ["", "## Last days", "",
+                  _table(["date", "impressions", "clicks", "spend", "conversions", "CTR %", "CPA", "CPA to date"], recent)]
+    lines += ["", "## Sources", "", _table(["source", "kind", "account", "data through", "last run"], sources)]
+    if refreshed:
+        lines += ["", "Refreshed now: " + "; ".join(refreshed) + "."]
+    if problems:
+        lines += ["", "**Not refreshed** (the report uses the rows stored before):"] + [f"- {p}" for p in problems]
+    if report["unmapped"]:
+        lines += ["", "## Unmapped platform campaigns", "",
+                  "Rows no campaign claims; add their id or name to a source's `campaigns`, or a `campaign_match`.", "",
+                  _table(["source", "platform campaign", "name", "rows"],
+                         [[u["source"], u["platform_campaign"], u["name"], u["rows"]] for u in report["unmapped"]])]
+    for w in report["warnings"]:
+        lines += ["", f"> **Warning:** {w}"]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or value != value:
         return "—"
     return f"{value:,.2f}" if abs(value) < 1000 and value != int(value) else f"{value:,.0f}"

@@ -24,9 +24,17 @@ def run_link(flow_run_id: str | None) -> str | None:
     return f"{base}/runs/flow-run/{flow_run_id}" if base and flow_run_id else None
 
 
-def approval_link(gate_id: int, person: str, decision: str = "approve") -> str | None:
-    """A one-click decision link for `person` on a gate; None until `campaignflow web` is configured.
+def web_url() -> str | None:
+    """Where `campaignflow web` is reachable for the people who click: $CAMPAIGNFLOW_WEB_URL."""
+    url = os.environ.get("CAMPAIGNFLOW_WEB_URL")
+    return url.rstrip("/") if url else None
 
-    Filled in by the approvals web API (CAMPAIGNFLOW_WEB_URL + a signed token).
-    """
-    return None
+
+def approval_link(gate_id: int, person: str, decision: str = "approve") -> str | None:
+    """A signed one-click decision link for `person` on a gate; None when no web URL is configured."""
+    base = web_url()
+    if not base:
+        return None
+    from campaignflow.signing import sign
+
+    return f"{base}/decide/{sign(gate_id, person, decision)}"

@@ -82,3 +82,78 @@ def unmapped(s: Session, source: str | None = None) -> list[tuple[str, str, str,
     if source:
         query = query.where(t.source == source)
     return [tuple(r) for r in s.exec(query).all()]
+
+
+# -- a campaign's KPIs, goals and pacing --------------------------------------------------------
+
+def campaign_report(s: Session, campaign_id: str, as_of=None) -> dict:  # noqa: ANN001
+    """Everything `campaignflow kpis` and the measurement step show: KPIs per day and to date, goals, pacing."""
+    import datetime as dt
+
+    from campaignflow import kpis
+    from campaignflow.models_ingest import IngestCursor, IngestionRun
+    from campaignflow.store import campaign_spec, get_campaign
+
+    campaign = get_campaign(s, campaign_id)
+    spec = campaign_spec(campaign)
+    frame = campaign_rows(s, campaign_id)
+    last_day = frame["date"].max() if not frame.empty else None
+    as_of = as_of or last_day or min(dt.date.today(), spec.end)
+    upto = frame[frame["date"] <= as_of] if not frame.empty else frame
+    totals = kpis.to_date(upto)
+    goals = []
+    for g in spec.goals:
+        status = kpis.goal_status(g.kpi, g.target, g.baseline, spec.start, g.deadline, totals[g.kpi], as_of)
+        goals.append({"name": g.name, "unit": g.unit, **status})
+    media = sum(b.amount for b in spec.budget if b.category == "media") or spec.budget_total()
+    per_day = kpis.daily(upto)
+    running = kpis.cumulative(upto)
+    daily_rows = [{"date": d.isoformat(), **{k: per_day.at[i, k] for k in kpis.KPI_NAMES},
+                   "to_date": {k: running.at[i, k] for k in kpis.KPI_NAMES}} for i, d in enumerate(per_day["date"])]
+    sources = []
+    names = [x.name for x in spec.measurement.sources]
+    for x in spec.measurement.sources:
+        cur = s.get(IngestCursor, (x.name, x.account))
+        last = s.exec(select(IngestionRun).where(IngestionRun.source == x.name)
+                      .order_by(IngestionRun.id.desc()).limit(1)).first()
+        sources.append({"name": x.name, "kind": x.kind, "account": x.account,
+                        "data_through": cur.last_date.isoformat() if cur and cur.last_date else None,
+                        "last_run": None if last is None else {"status": last.status, "at": last.finished_at.isoformat(),
+                                                               "rows": last.rows_written, "error": last.error}})
+    found = currencies(s, campaign_id)
+    warnings = [f"rows in {c} are summed as if they were {spec.currency}; convert them at the source"
+                for c in found if c != spec.currency]
+    return kpis.clean({
+        "campaign": campaign_id, "name": spec.name, "currency": spec.currency, "as_of": as_of.isoformat(),
+        "start": spec.start.isoformat(), "end": spec.end.isoformat(),
+        "data_from": frame["date"].min().isoformat() if last_day else None,
+        "data_through": last_day.isoformat() if last_day else None,
+        "days_with_data": int(per_day.shape[0]),
+        "to_date": totals, "goals": goals,
+        "budget": kpis.budget_pacing(media, totals["spend"], spec.start, spec.end, as_of),
+        "daily": daily_rows, "sources": sources,
+        "unmapped": [{"source": src, "platform_campaign": pc, "name": name, "rows": n}
+                     for src, pc, name, n in unmapped(s) if src in names],
+        "warnings": warnings,
+    })
+
+
+def flag_off_track(s: Session, campaign_id: str, report: dict) -> list[str]:
+    """Write one `kpi.off_track` audit event per off-track goal per as-of day (the notifier turns it into a chat
+    message for the campaign manager); repeating the check the same day writes nothing new."""
+    from campaignflow.store import audit
+
+    flagged = []
+    for goal in report["goals"]:
+        if goal["status"] != "off track":
+            continue
+        seen = s.exec(select(m.AuditEvent.detail).where(
+            m.AuditEvent.campaign_id == campaign_id, m.AuditEvent.action == "kpi.off_track",
+            m.AuditEvent.subject == goal["name"])).all()
+        if any((d or {}).get("as_of") == report["as_of"] for d in seen):
+            continue
+        audit(s, campaign_id, "kpi.off_track", goal["name"], goal=goal["name"], kpi=goal["kpi"],
+              actual=goal["actual"], expected=goal["expected"], target=goal["target"], unit=goal["unit"],
+              deadline=goal["deadline"], as_of=report["as_of"])
+        flagged.append(goal["name"])
+    return flagged

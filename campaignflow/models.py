@@ -17,6 +17,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes for what was stored as UTC; make them aware again."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
 def _ts(**kw: Any) -> Any:
     return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)
 
@@ -172,6 +177,15 @@ class ApprovalGate(SQLModel, table=True):
     due_at: Optional[dt.datetime] = _opt_ts()
     closed_at: Optional[dt.datetime] = _opt_ts()
     flow_run_id: Optional[str] = None
+    stage: str = ""  # the stage's name in a multi-stage gate
+    stage_index: int = 0
+    stages_total: int = 1
+    quorum: Optional[int] = None
+    primary_approver: Optional[str] = None
+    on_timeout: str = "wait"  # wait|escalate|approve|reject
+    escalate_to: list[str] = _json([])
+    escalation_level: int = 0
+    on_reject: str = "stop"  # stop|drop
 
 
 class Decision(SQLModel, table=True):
@@ -183,8 +197,30 @@ class Decision(SQLModel, table=True):
     person: str
     outcome: str  # approve|request_changes|reject
     comment: str = ""
-    entry_point: str = "cli"  # cli|prefect-ui|demo|api
+    entry_point: str = "cli"  # cli|prefect-ui|demo|web|api|timeout
+    decided_by: str = ""  # who clicked, when not the approver: their delegate
     decided_at: dt.datetime = _ts()
+
+
+class Delegation(SQLModel, table=True):
+    """`person` is away from `starts` to `ends` (inclusive); `delegate` decides their gates meanwhile."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    person: str = Field(index=True)
+    delegate: str
+    starts: dt.date
+    ends: dt.date
+    reason: str = ""
+    created_at: dt.datetime = _ts()
+
+
+class UsedLink(SQLModel, table=True):
+    """A one-click decision link that has been used; a second use is refused."""
+
+    nonce: str = Field(primary_key=True, max_length=64)
+    gate_id: int
+    person: str
+    used_at: dt.datetime = _ts()
 
 
 class AuditEvent(SQLModel, table=True):

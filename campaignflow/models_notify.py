@@ -92,4 +92,10 @@ class NotifySettings(SQLModel, table=True):
 
     campaign_id: str = Field(primary_key=True, max_length=80)
     spec_hash: str = Field(max_length=16)
+    # The few numbers the sweep filters on in SQL, copied out of `settings`.
+    enabled: bool = True
+    lead_days: int = 1
+    turnaround_days: int = 2
+    sla_review_days: Optional[int] = None
+    sla_publish_days: Optional[int] = None
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -182,14 +182,60 @@ class Measurement(Strict):
     sources: list[MeasurementSource] = Field(default_factory=list)
 
 
-class GatePolicy(Strict):
+# -- approval policies (issue 3) -----------------------------------------------------------------
+
+PolicyName = Literal["any", "all", "quorum"]
+
+
+class Deciders(Strict):
+    """Who decides one stage of a gate, and when their decisions add up to a result."""
+
     approvers: list[str] = Field(description="People (handles) or roles; a role means each of its members.")
-    policy: Literal["any", "all"] = "any"
+    policy: PolicyName | None = Field(default=None, description="any: first decision wins; all; quorum: N of M")
+    quorum: int | None = Field(default=None, ge=1, description="With policy quorum: approvals needed")
+    primary: str | None = Field(default=None, description="A person whose decision alone closes the stage")
+
+
+class Stage(Deciders):
+    name: Slug = Field(description="e.g. internal, client")
+
+
+class Route(Deciders):
+    up_to: PositiveAmount | None = Field(default=None, description="Largest amount this route approves; omit on the last")
+
+
+class Timing(Strict):
+    due_days: int | None = Field(default=None, ge=1, le=60, description="Business days after the gate opens")
+    on_timeout: Literal["wait", "escalate", "approve", "reject"] | None = Field(
+        default=None, description="When the due date passes: keep waiting, escalate, auto-approve or auto-reject")
+    escalate_to: list[str] | None = Field(default=None, description="People or roles who join the gate on escalation")
+
+
+class GateRule(Timing):
+    """One gate's policy: plain approvers, or stages run one after another, or (budget) routing by amount."""
+
+    approvers: list[str] | None = None
+    policy: PolicyName | None = None
+    quorum: int | None = Field(default=None, ge=1)
+    primary: str | None = None
+    stages: list[Stage] | None = None
+    routing: list[Route] | None = Field(default=None, description="Budget only: the first route whose up_to covers the total")
+    on_reject: Literal["stop", "drop"] | None = Field(default=None, description="stop the campaign, or drop the asset")
+
+
+class ReviewRule(Timing):
+    """Defaults for every asset review round (reviewers are set per deliverable and round)."""
+
+    policy: PolicyName | None = None
+    quorum: int | None = Field(default=None, ge=1)
+    on_reject: Literal["stop", "drop"] | None = None
 
 
 class Approvals(Strict):
-    goals: GatePolicy
-    budget: GatePolicy
+    defaults: Timing = Field(default_factory=Timing, description="Team-wide defaults for every gate")
+    goals: GateRule
+    budget: GateRule
+    reviews: ReviewRule = Field(default_factory=ReviewRule)
 
 
 # -- notifications: channels, teams, reminders, client SLA (issue 4) ---------------------------
@@ -510,8 +556,7 @@ def _semantic_problems(spec: CampaignSpec, today: dt.date) -> list[str]:
             problems.append(f"budget[{i}].currency: {line.currency} differs from the campaign currency {spec.currency}; "
                             "convert the amount or change `currency`")
 
-    for gate in ("goals", "budget"):
-        check_refs(f"approvals.{gate}.approvers", getattr(spec.approvals, gate).approvers)
+    problems += _approval_problems(spec, check_refs)
 
     for i, person in enumerate(spec.people):
         if person.email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", person.email):
@@ -519,6 +564,70 @@ def _semantic_problems(spec: CampaignSpec, today: dt.date) -> list[str]:
     for i, source in enumerate(spec.measurement.sources):
         problems.extend(f"measurement.sources[{i}].{p}" for p in source.problems())
     problems.extend(_notification_problems(spec))
+    return problems
+
+
+def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
+    """Gate policies: exactly one way to name deciders, and every policy satisfiable."""
+    problems: list[str] = []
+    a = spec.approvals
+
+    def check_deciders(path: str, d: Deciders | GateRule, policy_default: str | None) -> None:
+        check_refs(f"{path}.approvers", d.approvers or [])
+        people = spec.expand(d.approvers or [])
+        policy = d.policy or policy_default
+        if policy == "quorum" and d.quorum is None:
+            problems.append(f"{path}.quorum: policy quorum needs `quorum: N` (how many approvals close the gate)")
+        if d.quorum is not None and policy != "quorum":
+            problems.append(f"{path}.quorum: only used with `policy: quorum`")
+        if d.quorum is not None and people and d.quorum > len(people):
+            problems.append(f"{path}.quorum: {d.quorum} approvals can never come from {len(people)} approver(s)")
+        if d.primary is not None and d.primary not in people:
+            problems.append(f"{path}.primary: {d.primary!r} is not one of this gate's approvers ({', '.join(people)})")
+
+    policy_default = None
+    for kind in ("goals", "budget"):
+        rule: GateRule = getattr(a, kind)
+        path = f"approvals.{kind}"
+        given = [name for name in ("approvers", "stages", "routing") if getattr(rule, name) is not None]
+        if len(given) != 1:
+            problems.append(f"{path}: give exactly one of approvers, stages or routing (found: {', '.join(given) or 'none'})")
+            continue
+        if rule.approvers is not None:
+            check_deciders(path, rule, policy_default)
+        for i, stage in enumerate(rule.stages or []):
+            check_deciders(f"{path}.stages[{i}]", stage, policy_default)
+        for i, dup in _duplicates([s.name for s in rule.stages or []]):
+            problems.append(f"{path}.stages[{i}].name: duplicate stage {dup!r}")
+        if rule.routing is not None:
+            if kind != "budget":
+                problems.append(f"{path}.routing: routing by amount is for the budget gate only")
+            for i, route in enumerate(rule.routing):
+                check_deciders(f"{path}.routing[{i}]", route, policy_default)
+                last = i == len(rule.routing) - 1
+                if route.up_to is None and not last:
+                    problems.append(f"{path}.routing[{i}].up_to: only the last route may omit up_to")
+                if i and route.up_to is not None and rule.routing[i - 1].up_to is not None \
+                        and route.up_to <= rule.routing[i - 1].up_to:
+                    problems.append(f"{path}.routing[{i}].up_to: thresholds must increase ({route.up_to:g} after "
+                                    f"{rule.routing[i - 1].up_to:g})")
+            if rule.routing and rule.routing[-1].up_to is not None and spec.budget_total() > rule.routing[-1].up_to:
+                problems.append(f"approvals.budget.routing: no route approves the budget total {spec.budget_total():,.2f}; "
+                                "add a last route without up_to")
+        if rule.on_reject == "drop":
+            problems.append(f"{path}.on_reject: a rejected {kind} gate stops the campaign; `drop` is for asset reviews")
+    for path, timing in (("approvals.defaults", a.defaults), ("approvals.goals", a.goals),
+                         ("approvals.budget", a.budget), ("approvals.reviews", a.reviews)):
+        if timing.escalate_to is not None:
+            check_refs(f"{path}.escalate_to", timing.escalate_to)
+    if a.reviews.quorum is not None and a.reviews.policy != "quorum":
+        problems.append("approvals.reviews.quorum: only used with `policy: quorum`")
+    for i, d in enumerate(spec.deliverables):
+        if a.reviews.quorum is not None:
+            for r, reviewers in enumerate(d.reviewers):
+                if reviewers and a.reviews.quorum > len(spec.expand(reviewers)):
+                    problems.append(f"deliverables[{i}].reviewers[{r}]: fewer reviewers than the review quorum "
+                                    f"{a.reviews.quorum}")
     return problems
 
 

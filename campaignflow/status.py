@@ -44,9 +44,20 @@ def overview(s: Session, today: dt.date | None = None) -> list[dict[str, Any]]:
     overdue: dict[str, list[str]] = {}
     for d in _overdue(s, today):
         overdue.setdefault(d.campaign_id, []).append(f"{d.key} (due {d.due}, {d.owner})")
+    sla = _sla_breaches(s)
     return [{"campaign": c.id, "name": c.name, "client": c.client, "status": c.status, "step": c.current_step,
              "waiting": [{"gate": g["gate"], "title": g["title"], "on": g["waiting_on"]} for g in gates.get(c.id, [])],
-             "overdue": overdue.get(c.id, [])} for c in campaigns]
+             "overdue": overdue.get(c.id, []),
+             "sla_breaches": sla.get(c.id, [])} for c in campaigns]
+
+
+def _sla_breaches(s: Session, campaign_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    from campaignflow.notify.sla import breaches
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for b in breaches(s, campaign_id):
+        out.setdefault(b["campaign"], []).append(b)
+    return out
 
 
 def detail(s: Session, campaign_id: str, today: dt.date | None = None) -> dict[str, Any]:
@@ -70,4 +81,17 @@ def detail(s: Session, campaign_id: str, today: dt.date | None = None) -> dict[s
                           "overdue": bool(d.due and d.due < today and d.status not in ("approved", "done", "dropped"))}
                          for d in deliverables],
         "waiting": [g for g in pending_approvals(s) if g["campaign"] == c.id],
+        "sla_breaches": _sla_breaches(s, c.id).get(c.id, []),
     }
+
+
+def audit_trail(s: Session, campaign_id: str) -> list[dict[str, Any]]:
+    get_campaign(s, campaign_id)
+    rows = s.exec(select(m.AuditEvent).where(m.AuditEvent.campaign_id == campaign_id).order_by(m.AuditEvent.id))
+    out = []
+    for e in rows:
+        detail = dict(e.detail)
+        entry = detail.pop("entry_point", "")
+        out.append({"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
+                    "entry_point": entry, "detail": "; ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", []))})
+    return out

@@ -122,18 +122,19 @@ def completed_steps(s: Session, campaign_id: str) -> list[str]:
 # -- gates --------------------------------------------------------------------------------------
 
 def open_gate(s: Session, *, key: str, campaign_id: str, kind: str, title: str, approvers: list[str],
-              policy: str = "any", description: str = "", subject: str = "", round: int = 0, version: int = 0,
-              submitted_by: str = "", amount: float | None = None, due_at: dt.datetime | None = None) -> m.ApprovalGate:
-    """Open the gate `key`, or return it as it is if it was opened before (re-runs reuse it)."""
+              **fields: Any) -> m.ApprovalGate:
+    """Open the gate `key`, or return it as it is if it was opened before (re-runs reuse it).
+
+    `fields` are further ApprovalGate columns (policy, due_at, stage, amount, ...).
+    """
     gate = s.exec(select(m.ApprovalGate).where(m.ApprovalGate.key == key)).first()
     if gate is not None:
         return gate
-    gate = m.ApprovalGate(key=key, campaign_id=campaign_id, kind=kind, title=title, approvers=approvers,
-                          policy=policy, description=description, subject=subject, round=round, version=version,
-                          submitted_by=submitted_by, amount=amount, due_at=due_at)
+    gate = m.ApprovalGate(key=key, campaign_id=campaign_id, kind=kind, title=title, approvers=approvers, **fields)
     s.add(gate)
     s.flush()
-    audit(s, campaign_id, "gate.opened", key, title=title, approvers=approvers, policy=policy, gate_id=gate.id)
+    audit(s, campaign_id, "gate.opened", key, title=title, approvers=approvers, policy=gate.policy, gate_id=gate.id,
+          due_at=gate.due_at.isoformat() if gate.due_at else None)
     return gate
 
 

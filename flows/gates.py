@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import uuid
 from typing import Literal
 
 from pydantic import Field
 from prefect.context import FlowRunContext
-from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
 from campaignflow import db, models as m, settings
-from campaignflow.approvals import DecisionResult, decide, waiting_on
+from campaignflow.approvals import DecisionResult, apply_timeouts, decide, waiting_on
 from campaignflow.errors import UserError
 from campaignflow.store import attach_flow_run, gate_decisions
 from tasks.progress import say
+from tasks.notify import notify_now
 
 
 class GateDecisionInput(RunInput):
@@ -58,9 +58,19 @@ def wait_for_gate(gate_id: int) -> str:
 
 
 def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
-    """Block until at least one of the gates is closed; return the status of every gate."""
-    run_id = str(FlowRunContext.get().flow_run.id)
+    """Block until at least one of the gates is closed; return the status of every gate.
+
+    An ad-hoc run waits with `pause_flow_run` (the process stays, polling). A deployed run
+    suspends with `suspend_flow_run`: no worker is held while people think, and on resume the
+    flow runs again from the top, skipping completed steps, back to this gate. The pause key is
+    derived from the store (the gates and how many decisions they hold), so a suspended run that
+    was resumed with input from the Prefect UI gets that same input back on re-execution.
+    """
+    run = FlowRunContext.get().flow_run
+    run_id, deployed = str(run.id), run.deployment_id is not None
+    refused = 0
     while True:
+        _apply_due_timeouts(gate_ids)
         gates = [_read(gid) for gid in gate_ids]
         if any(g.status != "open" for g, _ in gates):
             return {g.id: g.status for g, _ in gates}
@@ -71,29 +81,36 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
         for gate, left in waiting:
             say(f"waiting at gate #{gate.id} ({gate.title}) for {', '.join(left)}: "
                 f"campaignflow approve {gate.id} --as {left[0]}")
-        stop = threading.Event()
-        watcher = threading.Thread(target=contextvars.copy_context().run,
-                                   args=(_resume_when_closed, gate_ids, run_id, stop), daemon=True)
-        watcher.start()
-        try:
-            answer = pause_flow_run(
-                wait_for_input=GateDecisionInput.with_initial_data(
-                    description=_form_text(waiting), gate=waiting[0][0].id, decision="approve",
-                    person=waiting[0][1][0]),
-                timeout=settings.gate_timeout_seconds(),
-                poll_interval=max(1, int(settings.gate_poll_seconds())),
-                key=f"gates-{uuid.uuid4().hex[:12]}",  # each wait is a new pause, even for the same gates
-            )
-        finally:
-            stop.set()
-            watcher.join()
+        notify_now()  # tell the approvers now, not at the next sweep
+        decided = sum(len(ds) for _, ds in gates)
+        key = f"gates-{'-'.join(map(str, gate_ids))}-d{decided}-r{refused}"
+        form = GateDecisionInput.with_initial_data(description=_form_text(waiting), gate=waiting[0][0].id,
+                                                   decision="approve", person=waiting[0][1][0])
+        if deployed:
+            answer = suspend_flow_run(wait_for_input=form, timeout=settings.gate_timeout_seconds(), key=key)
+        else:
+            answer = _pause_with_watcher(form, gate_ids, run_id, key)
         if answer is not None and answer.gate in gate_ids and _read(answer.gate)[0].status == "open":
             # Resumed from the Prefect UI form: record it through the same door as every decision.
             try:
                 with db.session(write=True) as s:
                     decide(s, answer.gate, answer.person, answer.decision, answer.comment, entry_point="prefect-ui")
             except UserError as exc:
+                refused += 1
                 say(f"decision from the Prefect UI not recorded: {exc}")
+
+
+def _pause_with_watcher(form, gate_ids: list[int], run_id: str, key: str):
+    stop = threading.Event()
+    watcher = threading.Thread(target=contextvars.copy_context().run,
+                               args=(_resume_when_closed, gate_ids, run_id, stop), daemon=True)
+    watcher.start()
+    try:
+        return pause_flow_run(wait_for_input=form, timeout=settings.gate_timeout_seconds(),
+                              poll_interval=max(1, int(settings.gate_poll_seconds())), key=key)
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def _resume_input(gate_id: int) -> dict:
@@ -102,8 +119,20 @@ def _resume_input(gate_id: int) -> dict:
     return {"gate": gate_id, "decision": last.outcome, "person": last.person, "comment": last.comment}
 
 
+def _apply_due_timeouts(gate_ids: list[int]) -> None:
+    """Act on a due date that passed; the write lock is taken only when there is something to do."""
+    now = m.utcnow()
+    due = [g for g, _ in map(_read, gate_ids)
+           if g.status == "open" and g.on_timeout != "wait" and g.due_at and m.as_utc(g.due_at) <= now]
+    if due:
+        with db.session(write=True) as s:
+            apply_timeouts(s, now, gate_ids=[g.id for g in due])
+
+
 def _resume_when_closed(gate_ids: list[int], run_id: str, stop: threading.Event) -> None:
+    """Beside a pause: apply due-date timeouts, and resume the run once a gate is closed in the store."""
     while not stop.wait(settings.gate_poll_seconds()):
+        _apply_due_timeouts(gate_ids)
         closed = [gid for gid in gate_ids if _read(gid)[0].status != "open"]
         if closed and resume_waiting_run(run_id, _resume_input(closed[0])):
             return
@@ -123,7 +152,20 @@ def decide_and_resume(gate_ref: str | int, person: str, outcome: str, comment: s
     """Record a decision (the one core door), then wake the waiting run if the gate closed."""
     with db.session(write=True) as s:
         result = decide(s, gate_ref, person, outcome, comment, entry_point=entry_point)
-    resumed = False
+    return result, resume_after(result)
+
+
+def resume_after(result: DecisionResult) -> bool:
+    """Wake the run waiting on a gate that a decision (from any entry point) just closed."""
     if result.status != "open" and result.flow_run_id:
-        resumed = resume_waiting_run(result.flow_run_id, _resume_input(result.gate_id))
-    return result, resumed
+        return resume_waiting_run(result.flow_run_id, _resume_input(result.gate_id))
+    return False
+
+
+def apply_timeouts_and_resume() -> list[DecisionResult]:
+    """Apply every due gate timeout, then wake the runs whose gates closed (for suspended, deployed runs)."""
+    with db.session(write=True) as s:
+        changed = apply_timeouts(s)
+    for result in changed:
+        resume_after(result)
+    return changed

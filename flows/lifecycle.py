@@ -23,6 +23,7 @@ from campaignflow.lifecycle import StepReport
 from campaignflow.models import STEPS
 from flows.gates import wait_for_gate, wait_for_gates
 from tasks.artifacts import publish_step_report
+from tasks.notify import notify_now, notify_step_failed
 from tasks.progress import say
 from tasks.store import store_task
 
@@ -30,10 +31,9 @@ completed_steps = store_task(store.completed_steps)
 start_step = store_task(store.start_step)
 complete_step = store_task(store.complete_step)
 set_campaign_state = store_task(store.set_campaign_state)
-open_goals_gate = store_task(steps.open_goals_gate)
+next_plan_gate = store_task(steps.next_plan_gate)
 settle_goals = store_task(steps.settle_goals)
 research_audience = store_task(steps.audience, name="research-audience")
-open_budget_gate = store_task(steps.open_budget_gate)
 settle_budget = store_task(steps.settle_budget)
 plan_timeline = store_task(steps.timeline, name="plan-timeline")
 submit_first_drafts = store_task(steps.content_drafts, name="submit-first-drafts")
@@ -43,19 +43,22 @@ report_reviews = store_task(steps.reviews_report, name="report-reviews")
 measure = store_task(steps.measurement, name="measure-against-goals")
 
 
-def _approval_step(campaign_id: str, open_gate: Callable, settle: Callable) -> tuple[StepReport, bool]:
-    """Open the step's gate and wait; changes requested opens the next version of the gate."""
+def _approval_step(campaign_id: str, kind: str, settle: Callable) -> tuple[StepReport, bool]:
+    """Wait at each stage of the step's gate in turn; changes requested opens the next version."""
     while True:
-        gate = open_gate(campaign_id)
+        gate = next_plan_gate(campaign_id, kind)
+        if isinstance(gate, str):
+            return settle(campaign_id, gate), gate == "approved"
         status = wait_for_gate(gate.id)
-        if status != "changes_requested":
-            return settle(campaign_id, status), status == "approved"
-        say(f"changes requested on gate #{gate.id}; it opens again as a new version")
+        if status == "changes_requested":
+            say(f"changes requested on gate #{gate.id}; it opens again as a new version")
+        elif status == "approved" and gate.stage_index + 1 < gate.stages_total:
+            say(f"gate #{gate.id} approved at stage {gate.stage}; on to the next stage")
 
 
-@flow(name="goals", log_prints=False)
+@flow(name="goals")
 def goals_step(campaign_id: str) -> tuple[StepReport, bool]:
-    return _approval_step(campaign_id, open_goals_gate, settle_goals)
+    return _approval_step(campaign_id, "goals", settle_goals)
 
 
 @flow(name="audience")
@@ -65,7 +68,7 @@ def audience_step(campaign_id: str) -> tuple[StepReport, bool]:
 
 @flow(name="budget")
 def budget_step(campaign_id: str) -> tuple[StepReport, bool]:
-    return _approval_step(campaign_id, open_budget_gate, settle_budget)
+    return _approval_step(campaign_id, "budget", settle_budget)
 
 
 @flow(name="timeline")
@@ -92,6 +95,8 @@ def reviews_step(campaign_id: str) -> tuple[StepReport, bool]:
                 moved = settle_review(campaign_id, gate)
                 if moved:
                     say(moved)
+                if gate.status == "rejected" and gate.on_reject == "stop":
+                    return report_reviews(campaign_id), False
 
 
 @flow(name="measurement")
@@ -118,10 +123,12 @@ def campaign_lifecycle(campaign_id: str) -> str:
             continue
         say(f"{label}: started")
         start_step(campaign_id, step)
+        notify_now()
         try:
             report, go_on = STEP_FLOWS[step](campaign_id)
-        except Exception:
+        except Exception as exc:
             set_campaign_state(campaign_id, status="failed")
+            notify_step_failed(campaign_id, step, f"{exc.__class__.__name__}: {exc}")
             raise
         publish_step_report(campaign_id, step, report)
         if not go_on:
@@ -129,6 +136,7 @@ def campaign_lifecycle(campaign_id: str) -> str:
             set_campaign_state(campaign_id, status="stopped")
             return "stopped"
         complete_step(campaign_id, step, report.summary)
+        notify_now()
         say(f"{label}: {report.summary}")
     set_campaign_state(campaign_id, status="completed", step="done")
     return "completed"

@@ -179,7 +179,7 @@ def test_decision_before_the_flow_waits_is_honoured(home, prefect_api):
 
     campaign_id = _register(future_spec())
     with db.session() as s:
-        gate = lifecycle.open_goals_gate(s, campaign_id)
+        gate = lifecycle.next_plan_gate(s, campaign_id, "goals")
     result, resumed = decide_and_resume(gate.id, "priya", "approve")
     assert result.status == "approved" and not resumed  # no flow was waiting yet
     started = time.monotonic()
@@ -219,7 +219,7 @@ def test_resume_from_the_prefect_ui_form_records_the_decision(home, prefect_api)
 def test_cli_decision_mistakes_are_one_clear_sentence(home, prefect_api):
     campaign_id = _register(future_spec())
     with db.session() as s:
-        gate = lifecycle.open_budget_gate(s, campaign_id)
+        gate = lifecycle.next_plan_gate(s, campaign_id, "budget")
     cases = [
         (("approve", "42", "--as", "priya"), "error: there is no gate '42'"),
         (("approve", str(gate.id), "--as", "tom"), "error: tom is not an approver of gate"),

@@ -39,7 +39,7 @@ def test_register_is_idempotent_and_refuses_a_changed_spec(store_url):
 
 def _budget_gate(spec):
     with db.session() as s:
-        return lifecycle.open_budget_gate(s, spec.id)
+        return lifecycle.next_plan_gate(s, spec.id, "budget")
 
 
 def test_open_gate_is_reused_on_rerun(store_url):
@@ -67,7 +67,7 @@ def test_policy_all_waits_for_everyone(store_url):
 def test_policy_any_first_decision_wins(store_url):
     spec, _, _ = register()
     with db.session() as s:
-        gate = lifecycle.open_goals_gate(s, spec.id)
+        gate = lifecycle.next_plan_gate(s, spec.id, "goals")
     assert gate.policy == "any" and gate.approvers == ["priya"]
     assert decide(gate.id, "priya", "reject", "Not SMART enough").status == "rejected"
 

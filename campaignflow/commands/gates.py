@@ -78,3 +78,87 @@ def reject(gate: str = GATE, person: str = AS,
            comment: str = typer.Option(..., "--comment", help="Why it is rejected.")) -> None:
     """Reject: goals or budget stop the campaign; an asset is dropped."""
     _decide(gate, person, "reject", comment)
+
+
+@app.command()
+def delegate(
+    person: str = typer.Option(..., "--as", help="Who is away: your handle."),
+    to: str = typer.Option(..., "--to", help="Who decides your gates meanwhile."),
+    starts: str = typer.Option(..., "--from", help="First day away (YYYY-MM-DD)."),
+    ends: str = typer.Option(..., "--until", help="Last day away (YYYY-MM-DD)."),
+    reason: str = typer.Option("", "--reason", help="e.g. out of office."),
+) -> None:
+    """Hand your approvals to someone else for a date range (out of office); decisions record both names."""
+    import datetime as dt
+
+    from campaignflow import db
+    from campaignflow.approvals import delegate as add_delegation
+    from campaignflow.errors import UserError
+
+    dates = {}
+    for flag, value in (("--from", starts), ("--until", ends)):
+        try:
+            dates[flag] = dt.date.fromisoformat(value)
+        except ValueError:
+            raise UserError(f"{flag} {value!r} is not a date; write it as YYYY-MM-DD") from None
+    with db.session(write=True) as s:
+        row = add_delegation(s, person, to, dates["--from"], dates["--until"], reason)
+    console().print(f"{to} decides {person}'s gates from {row.starts} to {row.ends}.")
+
+
+@app.command()
+def timeouts() -> None:
+    """Act now on gates past their due date (escalate, auto-approve or auto-reject, as each gate says)."""
+    from campaignflow.commands.running import connect_prefect
+
+    out = console()
+    connect_prefect(out, autostart=False)
+    from flows.gates import apply_timeouts_and_resume
+
+    changed = apply_timeouts_and_resume()
+    for result in changed:
+        out.print(f"gate #{result.gate_id} ({result.gate_key}): {result.status.replace('_', ' ')}"
+                  + (f", now waiting on {', '.join(result.waiting_on)}" if result.waiting_on else ""))
+    if not changed:
+        out.print("No gate is past its due date with a timeout action.")
+
+
+@app.command()
+def audit(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    csv: bool = typer.Option(False, "--csv", help="Export as CSV on standard output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The campaign's append-only audit trail: who did what, when, and through which entry point."""
+    from campaignflow import db
+    from campaignflow.status import audit_trail
+
+    with db.session() as s:
+        rows = audit_trail(s, campaign)
+    if as_json:
+        print_json(rows)
+    elif csv:
+        import csv as csvlib
+        import sys
+
+        writer = csvlib.DictWriter(sys.stdout, fieldnames=["at", "actor", "action", "subject", "entry_point", "detail"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        out = console()
+        for r in rows:
+            out.print(f"{r['at'][:19]}  {r['actor']:<10} {r['action']:<20} {r['subject']}"
+                      + (f"  [{r['entry_point']}]" if r["entry_point"] else "") + (f"  {r['detail']}" if r["detail"] else ""),
+                      highlight=False, markup=False)
+
+
+@app.command()
+def web(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+        port: int = typer.Option(4290, help="Port to listen on.")) -> None:
+    """Serve one-click decision links and the JSON approvals API (set CAMPAIGNFLOW_WEB_URL to where people reach it)."""
+    import uvicorn
+
+    from campaignflow.commands.running import connect_prefect
+
+    connect_prefect(console(), autostart=False)
+    uvicorn.run("campaignflow.web:app", host=host, port=port, log_level="warning")

@@ -72,7 +72,7 @@ def _verdict(response) -> Verdict:  # noqa: ANN001
 
 class MetaConnector(Connector):
     kind = "meta"
-    default_base_url = "https://graph.facebook.com/v23.0"
+    default_base_url = "https://graph.facebook.com/v25.0"
     default_lookback_days = 28
     slice_days = 31
     required = (("access_token",),)

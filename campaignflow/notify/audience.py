@@ -95,6 +95,9 @@ def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str,
         data = resolve(campaign_spec(campaign), campaign.spec_dir)
         row = s.get(NotifySettings, cid) or NotifySettings(campaign_id=cid, spec_hash=campaign.spec_hash)
         row.spec_hash, row.settings = campaign.spec_hash, data
+        row.enabled, row.lead_days = data["enabled"], data["reminders"]["due_soon_days"]
+        row.turnaround_days = data["reminders"]["gate_turnaround_days"]
+        row.sla_review_days, row.sla_publish_days = data["sla"]["client_review_days"], data["sla"]["publish_days"]
         s.add(row)
         out[cid] = data
     return out
@@ -203,3 +206,14 @@ def _zone(name: str) -> ZoneInfo:
 @lru_cache(maxsize=1024)
 def _holidays(days: tuple[str, ...]) -> frozenset[dt.date]:
     return frozenset(dt.date.fromisoformat(d) for d in days)
+
+
+def ensure_settings(s: Session) -> int:
+    """Resolve the settings of every campaign that has none yet (or whose spec changed); returns how many."""
+    stale = list(s.execute(
+        select(m.Campaign.id).outerjoin(NotifySettings, NotifySettings.campaign_id == m.Campaign.id)
+        .where((NotifySettings.campaign_id.is_(None)) | (NotifySettings.spec_hash != m.Campaign.spec_hash))).scalars())
+    if stale:
+        settings_for(s, stale)
+        s.flush()
+    return len(stale)

@@ -133,27 +133,33 @@ def load_local(base: ChannelRegistry | None = None) -> ChannelRegistry:
 
 # -- keeping secrets out of text ----------------------------------------------------------------
 
+_SECRET_KEYS = re.compile(r"token|key|secret|pass|pwd|auth|sig|hook|webhook|apikey|code", re.IGNORECASE)
+
+
 def secret_parts(urls: Any) -> list[str]:
-    """Each URL, and the parts of it that are secret: password, user, path segments, query values."""
+    """Each URL, and the parts of it that are secret: user, password, token-like host and path parts, secret query values."""
     parts: set[str] = set()
     for url in urls:
         parts.add(url)
         try:
             split = urlsplit(url)
+            host = split.netloc.rpartition("@")[2].rsplit(":", 1)[0]  # case kept, unlike .hostname
         except ValueError:
             continue
         for value in (split.password, split.username):
             if value:
                 parts.update({value, unquote(value)})
+        if host and "." not in host and host != "localhost":
+            parts.add(host)  # slack://TOKEN_A/..., discord://WEBHOOK_ID/...: the "host" is a credential
         for segment in split.path.split("/"):
             if len(segment) >= 6:  # tokens, webhook ids; short segments are ordinary words
                 parts.update({segment, unquote(segment)})
         for pair in split.query.split("&"):
-            _, _, value = pair.partition("=")
-            if len(value) >= 6 and not re.fullmatch(r"[\w.-]+@[\w.-]+", unquote(value)):
+            key, _, value = pair.partition("=")
+            if value and _SECRET_KEYS.search(key):
                 parts.update({value, unquote(value)})
     # Longest first, so a URL is replaced whole before its pieces.
-    return sorted((p for p in parts if p), key=len, reverse=True)
+    return sorted((p for p in parts if len(p) >= 4), key=len, reverse=True)
 
 
 def redact(text: str, secrets: list[str]) -> str:

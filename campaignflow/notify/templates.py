@@ -56,7 +56,8 @@ DEFAULTS: dict[str, str] = {
     "digest.j2": "{{ items | length }} thing(s) waiting on {{ recipients | map(attribute='name') | join(', ') }}\n"
                  "{% for i in items %}- [{{ i.campaign }}] {{ i.title }}: {{ i.state }}, due {{ i.due }}"
                  "{% if i.escalated %} (ESCALATED after {{ i.reminders }} reminders; waiting on "
-                 "{{ i.waiting_on | join(', ') }}){% endif %}\n  {{ i.action }}\n{% endfor %}",
+                 "{{ i.waiting_on | join(', ') }}){% endif %}\n  {{ i.action }}\n{% endfor %}"
+                 "{% if more %}... and {{ more }} more: campaignflow approvals lists them all\n{% endif %}",
 }
 
 

@@ -81,6 +81,11 @@ def upgrade() -> None:
         "notifysettings",
         sa.Column("campaign_id", _str(length=80), nullable=False),
         sa.Column("spec_hash", _str(length=16), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("lead_days", sa.Integer(), nullable=False),
+        sa.Column("turnaround_days", sa.Integer(), nullable=False),
+        sa.Column("sla_review_days", sa.Integer(), nullable=True),
+        sa.Column("sla_publish_days", sa.Integer(), nullable=True),
         sa.Column("settings", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("campaign_id"),
     )

@@ -1,0 +1,82 @@
+"""One-click decision links: HMAC-signed, bound to one gate and one approver, expiring, single use.
+
+A token is `payload.signature`, both base64url. The payload names the gate,
+the person, the decision, an expiry and a nonce; the nonce is stored when
+the link is used, so a second use is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from campaignflow import settings
+from campaignflow.errors import UserError
+
+DEFAULT_TTL = 7 * 24 * 3600
+
+
+class LinkRefused(UserError):
+    """A link that must not decide anything; `reason` is what the page tells the person."""
+
+    def __init__(self, reason: str, status: int):
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class LinkClaim:
+    gate_id: int
+    person: str
+    decision: str
+    expires: int
+    nonce: str
+
+
+def secret() -> bytes:
+    """`$CAMPAIGNFLOW_SECRET`, else a random key kept (mode 600) in the home folder."""
+    value = os.environ.get("CAMPAIGNFLOW_SECRET")
+    if value:
+        return value.encode()
+    path = settings.home() / "link-secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(gate_id: int, person: str, decision: str = "approve", ttl: int = DEFAULT_TTL, now: float | None = None) -> str:
+    payload = {"g": gate_id, "p": person, "d": decision, "e": int((now or time.time()) + ttl),
+               "n": secrets.token_urlsafe(12)}
+    body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+    return f"{body}.{_b64(hmac.new(secret(), body.encode(), hashlib.sha256).digest())}"
+
+
+def verify(token: str, now: float | None = None) -> LinkClaim:
+    """The claim in a genuine, unexpired token; `LinkRefused` otherwise (use is checked in the store)."""
+    try:
+        body, signature = token.split(".")
+        expected = _b64(hmac.new(secret(), body.encode(), hashlib.sha256).digest())
+    except ValueError:
+        raise LinkRefused("This link is incomplete or was altered. Ask for a new one.", 400) from None
+    if not hmac.compare_digest(signature, expected):
+        raise LinkRefused("This link was altered or was not issued by campaignflow. Nothing was recorded.", 403)
+    data = json.loads(_unb64(body))
+    claim = LinkClaim(int(data["g"]), str(data["p"]), str(data["d"]), int(data["e"]), str(data["n"]))
+    if claim.expires < (now or time.time()):
+        raise LinkRefused("This link has expired. Decide from `campaignflow approve` or ask for a new link.", 410)
+    return claim

@@ -1,0 +1,96 @@
+"""Prefect tasks for metric ingestion: thin wrappers around campaignflow.ingest and campaignflow.metrics.
+
+The platform limits live here: a global concurrency limit `ingest-<kind>`
+(how many runs may read one platform at once, across all workers) and a
+rate limit `ingest-<kind>-requests` taken before every HTTP request. Both
+are created on first use with defaults (CAMPAIGNFLOW_INGEST_CONCURRENCY_<KIND>,
+CAMPAIGNFLOW_INGEST_RPS_<KIND>) and can then be tuned in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Callable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+import blocks.platform_credentials  # noqa: F401  (registers the credentials-block loader)
+from campaignflow import db, ingest, metrics
+from campaignflow.connectors.base import Http
+from campaignflow.ingest import ProgressEvent, RunResult
+
+DEFAULT_CONCURRENCY = {"google_ads": 2, "meta": 2, "ga4": 2}
+DEFAULT_RPS = {"google_ads": 5.0, "meta": 2.0, "ga4": 5.0}
+# Extra progress listeners in this process (the CLI's progress bar); the Prefect artifact is always updated.
+progress_listeners: list[Callable[[ProgressEvent], None]] = []
+
+
+def limit_names(kind: str) -> tuple[str, str]:
+    return f"ingest-{kind.replace('_', '-')}", f"ingest-{kind.replace('_', '-')}-requests"
+
+
+def ensure_platform_limits(kind: str) -> None:
+    """Create the platform's concurrency and request-rate limits if they do not exist yet (never overwrite)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    if kind not in DEFAULT_CONCURRENCY:
+        return
+    runs, requests = limit_names(kind)
+    concurrency = int(os.environ.get(f"CAMPAIGNFLOW_INGEST_CONCURRENCY_{kind.upper()}", DEFAULT_CONCURRENCY[kind]))
+    rps = float(os.environ.get(f"CAMPAIGNFLOW_INGEST_RPS_{kind.upper()}", DEFAULT_RPS[kind]))
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    with get_client(sync_client=True) as client:
+        for name, limit, decay in ((runs, concurrency, None), (requests, max(int(rps * 2), 1), rps)):
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                fields = {"name": name, "limit": limit}
+                if decay:
+                    fields["slot_decay_per_second"] = decay
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(**fields))
+
+
+@task(name="ingest-source", cache_policy=NO_CACHE)
+def ingest_source(source: str, since: dt.date | None = None, until: dt.date | None = None,
+                  trigger: str = "schedule") -> RunResult:
+    """Read one source's window from its platform and merge it; one platform slot held while reading."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+    from prefect.concurrency.sync import concurrency, rate_limit
+
+    with db.session() as s:
+        config = ingest.source_config(s, source)
+    runs_limit, requests_limit = limit_names(config.kind)
+    limited = config.kind in DEFAULT_CONCURRENCY
+    if limited:
+        ensure_platform_limits(config.kind)
+    artifact = create_progress_artifact(0.0, description=f"ingesting {source}")
+    last = [-1.0]
+
+    def progress(event: ProgressEvent) -> None:
+        pct = 100.0 * event.done / event.total if event.total else 100.0
+        if pct - last[0] >= 5 or pct == 100.0:  # a few updates, not one per page
+            update_progress_artifact(artifact, pct, description=f"{source}: {event.rows:,} rows, {event.part}")
+            last[0] = pct
+        for listener in progress_listeners:
+            listener(event)
+
+    http = Http(config.name, config.account,
+                before_request=(lambda: rate_limit(requests_limit, occupy=1, strict=False)) if limited else None)
+    if limited:
+        with concurrency(runs_limit, occupy=1, strict=False):
+            return ingest.run_source(config, since, until, progress=progress, http=http, trigger=trigger)
+    return ingest.run_source(config, since, until, progress=progress, http=http, trigger=trigger)
+
+
+@task(name="check-goals", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def check_goals(campaign_id: str) -> dict:
+    """KPIs against goals for one campaign after new rows; off-track goals become audit events (then chat)."""
+    with db.session(write=True) as s:
+        report = metrics.campaign_report(s, campaign_id)
+        flagged = metrics.flag_off_track(s, campaign_id, report)
+    return {"campaign": campaign_id, "as_of": report["as_of"], "flagged": flagged,
+            "off_track": [g["name"] for g in report["goals"] if g["status"] == "off track"]}

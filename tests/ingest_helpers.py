@@ -1,0 +1,69 @@
+"""Helpers for the ingestion and KPI tests: register a campaign with metric sources, run a source."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from campaignflow import db, ingest, store
+from campaignflow.connectors.base import Http
+from campaignflow.spec import validate_spec_data
+from conftest import future_spec
+from platform_servers import DEVELOPER_TOKEN, TOKEN
+
+CREDS = {"google_ads": {"developer_token": DEVELOPER_TOKEN, "access_token": TOKEN},
+         "meta": {"access_token": TOKEN}, "ga4": {"access_token": TOKEN}, "csv": {}}
+API_PATH = {"google_ads": "/v21", "meta": "/v25.0", "ga4": "/v1beta"}
+
+
+def register(sources: list[dict], campaign_id: str = "acme-spring", url: str | None = None, **changes) -> dict:
+    data = future_spec(id=campaign_id, **changes)
+    data["measurement"] = {"sources": sources}
+    spec = validate_spec_data(data)
+    import yaml
+
+    with db.session(url) as s:
+        store.register_campaign(s, spec, yaml.safe_dump(data, sort_keys=False), "/")
+    return data
+
+
+def start_of(data: dict) -> dt.date:
+    return dt.date.fromisoformat(str(data["start"]))
+
+
+class SleepLog(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def run(source: str, kind: str, today: dt.date, since: dt.date | None = None, until: dt.date | None = None,
+        credentials: dict | None = None, url: str | None = None, sleeps: SleepLog | None = None, **http_kw):
+    http = Http(source, "", backoff=0.001, sleep=sleeps if sleeps is not None else SleepLog(), **http_kw)
+    result = ingest.run_source(source, since, until, url=url, today=today, http=http,
+                               credentials=CREDS[kind] if credentials is None else credentials)
+    return result
+
+
+def rows(url: str | None = None, source: str | None = None) -> list[dict]:
+    from sqlmodel import select
+
+    from campaignflow import models as m
+
+    with db.session(url) as s:
+        q = select(m.MetricDaily).order_by(m.MetricDaily.date, m.MetricDaily.platform_campaign, m.MetricDaily.ad_group,
+                                           m.MetricDaily.ad)
+        if source:
+            q = q.where(m.MetricDaily.source == source)
+        return [r.model_dump() for r in s.exec(q).all()]
+
+
+def cursor(source: str, account: str, url: str | None = None):
+    from campaignflow.models_ingest import IngestCursor
+
+    with db.session(url) as s:
+        c = s.get(IngestCursor, (source, account))
+        return c.last_date if c else None
+
+
+def runs(source: str, url: str | None = None) -> list:
+    with db.session(url) as s:
+        return [r.model_dump() for r in ingest.last_runs(s, source)]
