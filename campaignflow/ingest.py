@@ -326,6 +326,8 @@ def run_source(source: str | SourceConfig, since: dt.date | None = None, until: 
         with db.session(url) as s:
             record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries)
         raise
+    if progress:
+        progress(ProgressEvent(1, 1, fetched.spool.rows, "writing to the store"))
     with db.session(url, write=True) as s:
         return merge(s, the_plan, fetched, started)
 

@@ -260,6 +260,18 @@ def settle_review(s: Session, campaign_id: str, gate: m.ApprovalGate) -> str:
     return what
 
 
+def settle_reviews(s: Session, campaign_id: str) -> tuple[list[str], bool]:
+    """Move on every asset whose current review gate has closed; True when a rejection stops the campaign."""
+    moved, stop = [], False
+    for asset in list(s.exec(select(m.Asset).where(m.Asset.campaign_id == campaign_id, m.Asset.status == "in_review")
+                             .order_by(m.Asset.id))):
+        gate = s.exec(select(m.ApprovalGate).where(m.ApprovalGate.key == review_gate_key(campaign_id, asset))).first()
+        if gate is not None and gate.status != "open":
+            moved.append(settle_review(s, campaign_id, gate))
+            stop = stop or (gate.status == "rejected" and gate.on_reject == "stop")
+    return [line for line in moved if line], stop
+
+
 def reviews_report(s: Session, campaign_id: str) -> StepReport:
     _, spec = load(s, campaign_id)
     assets = list(s.exec(select(m.Asset).where(m.Asset.campaign_id == campaign_id).order_by(m.Asset.id)))

@@ -33,6 +33,8 @@ def upsert_sql(dialect: str) -> str:
 def upsert_tuples(s: Session, chunks: Iterable[list[tuple]]) -> int:
     """Write chunks of COLUMNS-ordered tuples (dates as ISO text) in the session's transaction."""
     conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        return _upsert_postgresql(conn.connection.driver_connection, chunks)
     sql = upsert_sql(conn.dialect.name)
     cursor = conn.connection.driver_connection.cursor()
     written = 0
@@ -43,6 +45,31 @@ def upsert_tuples(s: Session, chunks: Iterable[list[tuple]]) -> int:
                 written += len(chunk)
     finally:
         cursor.close()
+    return written
+
+
+def _upsert_postgresql(dbapi, chunks: Iterable[list[tuple]]) -> int:  # noqa: ANN001
+    """PostgreSQL: COPY into a staging table, then one INSERT ... SELECT ... ON CONFLICT into metricdaily.
+
+    COPY is several times faster than row-by-row inserts; DISTINCT ON keeps the last copy of a key
+    the platform sent twice (one statement may not update a row twice).
+    """
+    cols = ", ".join(COLUMNS)
+    key = ", ".join(NATURAL_KEY)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in VALUES)
+    written = 0
+    with dbapi.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS metricdaily_stage "
+                    "(LIKE metricdaily INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS")
+        cur.execute("ALTER TABLE metricdaily_stage ALTER COLUMN id DROP NOT NULL")
+        cur.execute("TRUNCATE metricdaily_stage")
+        with cur.copy(f"COPY metricdaily_stage ({cols}, id) FROM STDIN") as copy:
+            for chunk in chunks:
+                for row in chunk:
+                    written += 1
+                    copy.write_row((*row, written))
+        cur.execute(f"INSERT INTO metricdaily ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM metricdaily_stage "
+                    f"ORDER BY {key}, id DESC ON CONFLICT ({key}) DO UPDATE SET {updates}")
     return written
 
 
@@ -153,7 +180,7 @@ def flag_off_track(s: Session, campaign_id: str, report: dict) -> list[str]:
         if any((d or {}).get("as_of") == report["as_of"] for d in seen):
             continue
         audit(s, campaign_id, "kpi.off_track", goal["name"], goal=goal["name"], kpi=goal["kpi"],
-              actual=goal["actual"], expected=goal["expected"], target=goal["target"], unit=goal["unit"],
+              actual=round(goal["actual"], 2), expected=round(goal["expected"], 2), target=goal["target"], unit=goal["unit"],
               deadline=goal["deadline"], as_of=report["as_of"])
         flagged.append(goal["name"])
     return flagged

@@ -285,6 +285,7 @@ class ClientSla(Strict):
 
 
 class Notifications(Strict):
+    enabled: bool = Field(default=True, description="false: this campaign sends no notifications at all.")
     timezone: str = Field(default="UTC", description="IANA time zone of the team, e.g. Europe/Berlin.")
     quiet_hours: QuietHours | None = None
     teams: list[Team] = Field(default_factory=list)

@@ -12,6 +12,7 @@ closed gate in the store and resumes the run itself.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from typing import Literal
 
@@ -50,11 +51,6 @@ def _form_text(gates: list[tuple[m.ApprovalGate, list[str]]]) -> str:
     first = gates[0][0]
     return ("\n\n---\n\n".join(parts) + "\n\nFill in the gate number, your handle and your decision, "
             f"or from a terminal: `campaignflow approve {first.id} --as PERSON`")
-
-
-def wait_for_gate(gate_id: int) -> str:
-    """Block the current flow run until the gate's policy is satisfied; return the gate's final status."""
-    return wait_for_gates([gate_id])[gate_id]
 
 
 def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
@@ -140,6 +136,8 @@ def _resume_when_closed(gate_ids: list[int], run_id: str, stop: threading.Event)
 
 def resume_waiting_run(run_id: str, run_input: dict) -> bool:
     """Resume a paused run; False when it is not paused (not yet, or no longer) or cannot be reached."""
+    if not os.environ.get("PREFECT_API_URL"):
+        return False  # no server to reach (Prefect would start a throwaway one); the run's watcher resumes it
     try:
         resume_flow_run(run_id, run_input=run_input)
         return True

@@ -12,6 +12,7 @@ Run it:  campaignflow run examples/b2b-webinar.yaml
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from prefect import flow
@@ -21,7 +22,7 @@ from campaignflow import lifecycle as steps
 from campaignflow import store
 from campaignflow.lifecycle import StepReport
 from campaignflow.models import STEPS
-from flows.gates import wait_for_gate, wait_for_gates
+from flows.gates import wait_for_gates
 from tasks.artifacts import publish_step_report
 from tasks.notify import notify_now, notify_step_failed
 from tasks.progress import say
@@ -38,77 +39,88 @@ settle_budget = store_task(steps.settle_budget)
 plan_timeline = store_task(steps.timeline, name="plan-timeline")
 submit_first_drafts = store_task(steps.content_drafts, name="submit-first-drafts")
 open_review_gates = store_task(steps.open_review_gates)
-settle_review = store_task(steps.settle_review)
+settle_reviews = store_task(steps.settle_reviews)
 report_reviews = store_task(steps.reviews_report, name="report-reviews")
 measure = store_task(steps.measurement, name="measure-against-goals")
 
 
-def _approval_step(campaign_id: str, kind: str, settle: Callable) -> tuple[StepReport, bool]:
-    """Wait at each stage of the step's gate in turn; changes requested opens the next version."""
-    while True:
-        gate = next_plan_gate(campaign_id, kind)
-        if isinstance(gate, str):
-            return settle(campaign_id, gate), gate == "approved"
-        status = wait_for_gate(gate.id)
-        if status == "changes_requested":
-            say(f"changes requested on gate #{gate.id}; it opens again as a new version")
-        elif status == "approved" and gate.stage_index + 1 < gate.stages_total:
-            say(f"gate #{gate.id} approved at stage {gate.stage}; on to the next stage")
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one pass of a step produced: its report, or the gates it now waits on."""
+
+    report: StepReport | None = None
+    go_on: bool = True
+    waiting_on: tuple[int, ...] = ()
+
+
+def _approval_step(campaign_id: str, kind: str, settle: Callable) -> StepOutcome:
+    """The next stage or version of the step's gate to wait on, or the settled result."""
+    gate = next_plan_gate(campaign_id, kind)
+    if isinstance(gate, str):
+        return StepOutcome(settle(campaign_id, gate), gate == "approved")
+    return StepOutcome(waiting_on=(gate.id,))
 
 
 @flow(name="goals")
-def goals_step(campaign_id: str) -> tuple[StepReport, bool]:
+def goals_step(campaign_id: str) -> StepOutcome:
     return _approval_step(campaign_id, "goals", settle_goals)
 
 
 @flow(name="audience")
-def audience_step(campaign_id: str) -> tuple[StepReport, bool]:
-    return research_audience(campaign_id), True
+def audience_step(campaign_id: str) -> StepOutcome:
+    return StepOutcome(research_audience(campaign_id))
 
 
 @flow(name="budget")
-def budget_step(campaign_id: str) -> tuple[StepReport, bool]:
+def budget_step(campaign_id: str) -> StepOutcome:
     return _approval_step(campaign_id, "budget", settle_budget)
 
 
 @flow(name="timeline")
-def timeline_step(campaign_id: str) -> tuple[StepReport, bool]:
-    return plan_timeline(campaign_id), True
+def timeline_step(campaign_id: str) -> StepOutcome:
+    return StepOutcome(plan_timeline(campaign_id))
 
 
 @flow(name="content-drafts")
-def content_step(campaign_id: str) -> tuple[StepReport, bool]:
-    return submit_first_drafts(campaign_id), True
+def content_step(campaign_id: str) -> StepOutcome:
+    return StepOutcome(submit_first_drafts(campaign_id))
 
 
 @flow(name="reviews")
-def reviews_step(campaign_id: str) -> tuple[StepReport, bool]:
-    """All assets are reviewed in parallel: wait until any gate closes, move that asset on, repeat."""
-    while True:
-        gates = open_review_gates(campaign_id)
-        if not gates:
-            return report_reviews(campaign_id), True
-        statuses = wait_for_gates([g.id for g in gates])
-        for gate in gates:
-            if statuses[gate.id] != "open":
-                gate.status = statuses[gate.id]
-                moved = settle_review(campaign_id, gate)
-                if moved:
-                    say(moved)
-                if gate.status == "rejected" and gate.on_reject == "stop":
-                    return report_reviews(campaign_id), False
+def reviews_step(campaign_id: str) -> StepOutcome:
+    """All assets are reviewed in parallel: move on the ones whose gate closed, then wait on the rest."""
+    moved, stop = settle_reviews(campaign_id)
+    for line in moved:
+        say(line)
+    gates = [] if stop else open_review_gates(campaign_id)
+    if not gates:
+        return StepOutcome(report_reviews(campaign_id), not stop)
+    return StepOutcome(waiting_on=tuple(g.id for g in gates))
 
 
 @flow(name="measurement")
-def measurement_step(campaign_id: str) -> tuple[StepReport, bool]:
-    return measure(campaign_id), True
+def measurement_step(campaign_id: str) -> StepOutcome:
+    return StepOutcome(measure(campaign_id))
 
 
-STEP_FLOWS: dict[str, Callable[[str], tuple[StepReport, bool]]] = {
+STEP_FLOWS: dict[str, Callable[[str], StepOutcome]] = {
     "goals": goals_step, "audience": audience_step, "budget": budget_step, "timeline": timeline_step,
     "content": content_step, "reviews": reviews_step, "measurement": measurement_step,
 }
 assert tuple(STEP_FLOWS) == STEPS
+
+
+def run_step(campaign_id: str, step: str) -> StepOutcome:
+    """Pass through the step until it has a result, waiting at its gates in between.
+
+    The wait happens here, in the lifecycle run itself: an ad-hoc run pauses, a deployed run
+    suspends (and on resume runs again from the top, back to this step).
+    """
+    outcome = STEP_FLOWS[step](campaign_id)
+    while outcome.waiting_on:
+        wait_for_gates(list(outcome.waiting_on))
+        outcome = STEP_FLOWS[step](campaign_id)
+    return outcome
 
 
 @flow(name="campaign-lifecycle", flow_run_name="{campaign_id}")
@@ -125,13 +137,14 @@ def campaign_lifecycle(campaign_id: str) -> str:
         start_step(campaign_id, step)
         notify_now()
         try:
-            report, go_on = STEP_FLOWS[step](campaign_id)
+            outcome = run_step(campaign_id, step)
         except Exception as exc:
             set_campaign_state(campaign_id, status="failed")
             notify_step_failed(campaign_id, step, f"{exc.__class__.__name__}: {exc}")
             raise
+        report = outcome.report
         publish_step_report(campaign_id, step, report)
-        if not go_on:
+        if not outcome.go_on:
             say(f"{label}: {report.summary}")
             set_campaign_state(campaign_id, status="stopped")
             return "stopped"

@@ -168,6 +168,9 @@ def open_gate(campaign_id: str, key: str, approvers: list[str], *, kind: str = "
               opened_at=None, due_at=None, submitted_by: str = "maria", subject: str = "", url: str | None = None) -> int:
     from campaignflow import db, models as m, store
 
+    utc = __import__("datetime").timezone.utc
+    due_at = due_at.astimezone(utc) if due_at is not None else None  # the store keeps UTC
+    opened_at = opened_at.astimezone(utc) if opened_at is not None else None
     with db.session(url) as s:
         gate = store.open_gate(s, key=f"{campaign_id}/{key}", campaign_id=campaign_id, kind=kind,
                                title=title or f"Approve {key}", approvers=approvers, submitted_by=submitted_by,
@@ -201,3 +204,10 @@ def outbox_rows(url: str | None = None):
 
     with db.session(url) as s:
         return list(s.exec(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+def write_spec_file(path, data: dict):
+    import yaml
+
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

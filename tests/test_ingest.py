@@ -329,3 +329,17 @@ def test_spec_problems_of_sources_name_field_and_fix():
     assert "measurement.sources[0].account: '12345' is not a Google Ads customer id such as 123-456-7890" in problems
     assert any(p.startswith("measurement.sources[1].account: a meta source needs `account`") for p in problems)
     assert any(p.startswith("measurement.sources[2].columns.sessions: GA4 metrics map onto") for p in problems)
+
+
+def test_a_row_sent_twice_in_one_run_is_stored_once_last_wins(store_url, server):
+    settings.home()
+    data = register([source("meta", server)], url=store_url)
+    start = start_of(data)
+    server.meta += [meta_row(start, "c-1", "Spring", f"a{i}", 100, 10, 5.0) for i in range(5)]
+    server.meta.append(meta_row(start, "c-1", "Spring", "a0", 100, 10, 7.0))  # same key, later page
+
+    result = run("meta", "meta", start, since=start, url=store_url)
+
+    assert result.rows_fetched == 6
+    stored = rows(store_url)
+    assert len(stored) == 5 and stored[0]["ad"] == "a0" and stored[0]["spend"] == 7.0

@@ -94,6 +94,11 @@ def test_cli_ingest_through_prefect_then_kpis(prefect_api, home, server):
     table = cli("kpis", "acme-spring")
     assert "registrations" in table.stdout and "off track" in table.stdout
 
+    expired = cli("ingest", "meta-main", env={"CAMPAIGNFLOW_META_ACCESS_TOKEN": "expired"})
+    assert expired.returncode == 1, expired.stdout
+    assert "error: source 'meta-main' (account act_1234):" in expired.stderr and "cursor did not move" in expired.stderr
+    assert "Traceback" not in expired.stdout + expired.stderr
+
 
 def test_cli_ingest_local_and_its_errors(home, server):
     data = register([meta_source(server)])

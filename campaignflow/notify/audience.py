@@ -30,7 +30,9 @@ UTC = dt.timezone.utc
 def resolve(spec: CampaignSpec, spec_dir: str = "") -> dict[str, Any]:
     """Everything the notifier needs from a spec, as JSON-ready data."""
     n = spec.notifications
-    enabled = n is not None or any(p.channel for p in spec.people)
+    # A campaign that names channels expects everyone to be reachable: someone without a channel is a
+    # dead letter that says so. Otherwise only people the channel registry maps (or its default) hear anything.
+    opted_in = n is not None or any(p.channel for p in spec.people)
     n = n or Notifications()
     team_of: dict[str, str] = {}
     teams = {}
@@ -50,7 +52,8 @@ def resolve(spec: CampaignSpec, spec_dir: str = "") -> dict[str, Any]:
         folder = Path(n.templates).expanduser()
         templates = str(folder if folder.is_absolute() else Path(spec_dir or ".") / folder)
     return {
-        "enabled": enabled,
+        "enabled": n.enabled,
+        "opted_in": opted_in,
         "name": spec.name,
         "client_name": spec.client,
         "people": {p.handle: {"name": p.name, "roles": list(p.roles), "channel": p.channel,
@@ -119,6 +122,10 @@ class Audience:
     @property
     def enabled(self) -> bool:
         return bool(self.settings.get("enabled"))
+
+    def unrouted(self, handle: str) -> str | None:
+        """The outbox's stand-in channel for someone with no channel: a dead letter, or None to skip them."""
+        return f"!{handle}" if self.settings.get("opted_in") else None
 
     def muted(self, kind: str) -> bool:
         return kind in self.settings.get("mute", ())

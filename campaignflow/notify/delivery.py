@@ -84,7 +84,7 @@ def deliver_due(registry: ChannelRegistry, *, limit: int = 500, workers: int = 4
     report = DeliveryReport()
     secrets = registry.secrets()
     # Claim against the clock at the start: a row that fails now waits for the next pass, even with no backoff.
-    now = now or dt.datetime.now(UTC)
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC)  # SQLite keeps wall times: compare in UTC
     while report.sent + report.retrying + report.dead < limit:
         with db.session(url, write=True) as s:
             rows = outbox.claim(s, min(200, limit - report.sent - report.retrying - report.dead), now)

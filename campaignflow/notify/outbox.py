@@ -91,7 +91,7 @@ def _due(now: dt.datetime):
 
 def claim(s: Session, limit: int = 200, now: dt.datetime | None = None) -> list[OutboxMessage]:
     """Take up to `limit` due rows for this process; nobody else gets them until they are marked or the lease ends."""
-    now = now or dt.datetime.now(UTC)
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC)  # SQLite keeps wall times: compare in UTC
     token = uuid.uuid4().hex
     ids = select(OutboxMessage.id).where(_due(now)).order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)
     s.execute(update(OutboxMessage)

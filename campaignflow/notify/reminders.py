@@ -121,7 +121,7 @@ def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None)
     """One reminder and SLA sweep over every open item; returns what it did."""
     from campaignflow.notify import sla
 
-    now = now or dt.datetime.now(UTC)
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC)  # SQLite keeps wall times: compare in UTC
     report = SweepReport()
     ensure_settings(s)
     lead, turnaround = s.execute(select(func.max(NotifySettings.lead_days), func.min(NotifySettings.turnaround_days))
@@ -259,7 +259,9 @@ def _messages(entries: list[tuple[_Campaign, str, dict[str, Any]]], now: dt.date
     for c, handle, item in entries:
         if c.aud.muted("reminder"):
             continue
-        channel = c.aud.channel_for(handle) or f"!{handle}"
+        channel = c.aud.channel_for(handle) or c.aud.unrouted(handle)
+        if channel is None:
+            continue
         if c.rules["digest"]:
             digests.setdefault(channel, []).append((c, handle, item))
             continue

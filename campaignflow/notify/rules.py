@@ -133,8 +133,9 @@ def address(aud: Audience, notice: Notice, now: dt.datetime) -> list[tuple[str, 
     """(channel, people on it, hold until) per channel; people sharing a channel get one message there."""
     by_channel: dict[str, list[str]] = {}
     for handle in notice.people:
-        channel = aud.channel_for(handle)
-        by_channel.setdefault(channel or f"!{handle}", []).append(handle)
+        channel = aud.channel_for(handle) or aud.unrouted(handle)
+        if channel:
+            by_channel.setdefault(channel, []).append(handle)
     for channel in notice.channels:
         by_channel.setdefault(channel, [])
     out = []
@@ -158,7 +159,7 @@ def gate_context(gate: m.ApprovalGate | None, people: list[str]) -> tuple[dict[s
 
 def fan_out(s: Session, registry: ChannelRegistry, limit: int = 5000, now: dt.datetime | None = None) -> int:
     """Turn audit events after the cursor into outbox rows; returns the number of rows added."""
-    now = now or dt.datetime.now(UTC)
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC)  # SQLite keeps wall times: compare in UTC
     cursor = s.get(NotifyCursor, CURSOR)
     if cursor is None:
         cursor = NotifyCursor(name=CURSOR, last_event_id=0)

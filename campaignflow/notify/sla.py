@@ -40,7 +40,7 @@ def check(s: Session, now: dt.datetime | None = None) -> int:
     """Record every new breach; returns how many."""
     from campaignflow.notify.reminders import business_days_after
 
-    now = now or dt.datetime.now(UTC)
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC)  # SQLite keeps wall times: compare in UTC
     G, D, NS, B = m.ApprovalGate, m.Deliverable, NotifySettings, SlaBreach
     found: list[dict[str, Any]] = []
 

@@ -1,0 +1,202 @@
+"""Reminder sweep: due soon and overdue, cadence on business days, quiet hours, digest, escalation, client SLA."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from campaignflow import db
+from campaignflow.notify import service
+from campaignflow.notify.channels import ChannelRegistry
+from chat_endpoints import ChatServer, notify_spec, open_gate, outbox_rows, register, set_deliverable
+from conftest import cli
+
+BERLIN = ZoneInfo("Europe/Berlin")
+CHANNELS = {"maria": "maria-chat", "tom": "am-chat", "priya": "priya-chat", "sam": "sam-chat", "jana": "jana-chat"}
+
+
+@pytest.fixture
+def chat():
+    with ChatServer() as server:
+        yield server
+
+
+def registry_for(chat: ChatServer) -> ChannelRegistry:
+    return ChannelRegistry(channels={name: [chat.url(name.split("-")[0])] for name in set(CHANNELS.values())}
+                           | {"team-chat": [chat.url("team")]}, default="team-chat")
+
+
+def monday() -> dt.date:
+    """A Monday a few weeks ahead (the campaign's dates do not matter to reminders)."""
+    day = dt.date.today() + dt.timedelta(days=21)
+    return day + dt.timedelta(days=(7 - day.weekday()) % 7)
+
+
+def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=BERLIN)
+
+
+def sweep(registry, now):
+    return service.run_once(registry, now=now.astimezone(dt.timezone.utc))
+
+
+def to(chat: ChatServer, who: str) -> list[dict]:
+    """Messages that arrived on a person's channel (tom, the account manager, reads am-chat)."""
+    path = "/am" if who == "tom" else f"/{who}"
+    return [m for p, m in zip(chat.paths, chat.messages()) if p == path]
+
+
+def test_quiet_hours_hold_reminders_until_morning_and_digest_sends_one_message_per_person(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    tue = mon + dt.timedelta(days=1)
+    cid = register(notify_spec(
+        {"timezone": "Europe/Berlin", "quiet_hours": {"start": "19:00", "end": "08:00"}, "mute": ["gate.waiting"],
+         "reminders": {"due_soon_days": 1}},
+        channels=CHANNELS))
+    gates = [open_gate(cid, f"review-{i}", ["maria"], kind="review", submitted_by="sam", title=f"Review asset {i}",
+                       due_at=at(tue, 17)) for i in range(3)]
+    for key in ("messaging-brief", "invite-emails"):
+        set_deliverable(cid, key, due=tue)
+
+    evening = sweep(registry, at(mon, 21))
+    assert evening.sweep.checked == 5 and evening.sweep.held == 5 and evening.sweep.reminded == 0
+    early = sweep(registry, at(tue, 7, 30))
+    assert early.sweep.reminded == 0 and to(chat, "maria") == [] and to(chat, "sam") == []
+
+    morning = sweep(registry, at(tue, 9))
+    assert morning.sweep.reminded == 5
+    maria, sam = to(chat, "maria"), to(chat, "sam")
+    assert len(maria) == 1 and len(sam) == 1  # one digest each, not five pings
+    assert maria[0]["title"] == "3 thing(s) waiting on Maria Lopez"
+    for gate_id in gates:
+        assert f"campaignflow approve {gate_id} --as maria" in maria[0]["message"]
+    assert "due today" in maria[0]["message"]
+    assert "Messaging brief (messaging-brief)" in sam[0]["message"] and "Invitation email" in sam[0]["message"]
+
+    sweep(registry, at(tue, 11))  # the same business day: nothing again
+    assert len(to(chat, "maria")) == 1 and len(to(chat, "sam")) == 1
+
+
+def test_without_digest_each_item_is_its_own_message(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    cid = register(notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting"],
+                                "reminders": {"digest": False}}, channels=CHANNELS))
+    for i in range(3):
+        open_gate(cid, f"review-{i}", ["maria"], kind="review", submitted_by="sam", due_at=at(mon, 17))
+    sweep(registry, at(mon, 10))
+    assert len(to(chat, "maria")) == 3
+    assert all("due today" in m["title"] for m in to(chat, "maria"))
+
+
+def test_events_in_quiet_hours_wait_for_the_morning(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    cid = register(notify_spec({"timezone": "Europe/Berlin", "quiet_hours": {"start": "19:00", "end": "08:00"},
+                                "mute": ["reminder"]}, channels=CHANNELS))
+    open_gate(cid, "goals", ["priya"])
+    sweep(registry, at(mon, 22))
+    assert to(chat, "priya") == []
+    row = next(r for r in outbox_rows() if r.kind == "gate.waiting")
+    assert row.status == "pending"
+    held_until = row.next_attempt_at if row.next_attempt_at.tzinfo else row.next_attempt_at.replace(tzinfo=dt.timezone.utc)
+    assert held_until.astimezone(BERLIN) == at(mon + dt.timedelta(days=1), 8)
+    sweep(registry, at(mon + dt.timedelta(days=1), 8, 1))
+    assert [m["title"] for m in to(chat, "priya")] == [
+        "[Northwind Q1 2027 webinar launch] waiting for your approval: Approve goals"]
+
+
+def test_escalation_after_n_reminders_skips_weekends_and_holidays(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    wed = mon + dt.timedelta(days=2)
+    data = notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting"],
+                        "reminders": {"escalate_after": 2, "every_days": 1}}, channels=CHANNELS)
+    data["holidays"] = [str(wed)]
+    cid = register(data)
+    gate_id = open_gate(cid, "goals", ["priya"], due_at=at(mon, 17))
+
+    seen: dict[str, list[int]] = {"priya": [], "tom": [], "maria": []}
+    for offset in range(1, 9):  # Tuesday .. the next Tuesday, at 10:00 each day
+        day = mon + dt.timedelta(days=offset)
+        sweep(registry, at(day, 10))
+        sweep(registry, at(day, 15))  # a second sweep the same day never repeats a reminder
+        for who in seen:
+            seen[who].append(len([m for m in to(chat, who) if "waiting on" in m["title"]]))
+    # days:          Tue Wed(holiday) Thu Fri Sat Sun Mon Tue
+    assert seen["priya"] == [1, 1, 2, 3, 3, 3, 4, 5]
+    assert seen["tom"] == [0, 0, 0, 1, 1, 1, 2, 3]    # after 2 reminders: the account manager
+    assert seen["maria"] == [0, 0, 0, 0, 0, 0, 0, 1]  # after 4: the campaign manager
+    escalation = to(chat, "tom")[0]["message"]
+    assert "ESCALATED after 3 reminders" in escalation and "Priya Shah" in escalation
+    assert "please chase Priya Shah" in escalation
+    with db.session() as s:
+        from sqlmodel import select
+
+        from campaignflow import models as m
+
+        actions = [e.detail for e in s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "reminder.escalated"))]
+    assert [(a["level"], a["to"]) for a in actions] == [(1, ["tom"]), (2, ["tom", "maria"])]
+    assert gate_id
+
+
+def test_client_sla_breach_notifies_the_account_manager_and_shows_in_status(home, chat, monkeypatch):
+    registry = registry_for(chat)
+    mon = monday()
+    cid = register(notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting", "reminder", "gate.approved"],
+                                "sla": {"client_review_days": 2, "publish_days": 3}}, channels=CHANNELS))
+    open_gate(cid, "review/landing-page/r2v1", ["jana", "priya"], kind="review", submitted_by="lea",
+              subject="landing-page", title="Final review: Webinar landing page", opened_at=at(mon, 10))
+    approved = open_gate(cid, "review/invite-emails/r2v1", ["jana"], kind="review", submitted_by="sam",
+                         subject="invite-emails", opened_at=at(mon, 9))
+    from campaignflow import models as m
+
+    with db.session() as s:
+        gate = s.get(m.ApprovalGate, approved)
+        gate.status, gate.closed_at = "approved", at(mon, 12).astimezone(dt.timezone.utc)
+        s.add(gate)
+    set_deliverable(cid, "invite-emails", status="approved")
+
+    wed = mon + dt.timedelta(days=2)
+    assert sweep(registry, at(wed, 9, 30)).sweep.breaches == 0  # due Wednesday 10:00
+    report = sweep(registry, at(wed, 11))
+    assert report.sweep.breaches == 1
+    tom = to(chat, "tom")
+    assert [x["title"] for x in tom] == ["[Northwind Q1 2027 webinar launch] client SLA breached: client review turnaround"]
+    assert "Jana Novak" in tom[0]["message"] and "1 hour(s) late" in tom[0]["message"]
+    assert sweep(registry, at(wed, 15)).sweep.breaches == 0  # recorded once
+
+    fri = mon + dt.timedelta(days=4)
+    assert sweep(registry, at(fri, 13)).sweep.breaches == 1  # approved Monday 12:00, not published in 3 days
+    assert "publish after approval" in to(chat, "tom")[-1]["title"]
+
+    status = cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    row = next(r for r in json.loads(status.stdout) if r["campaign"] == cid)
+    assert sorted(b["rule"] for b in row["sla_breaches"]) == ["client_review", "publish"]
+    detail = json.loads(cli("status", cid, "--json").stdout)
+    assert {b["subject"] for b in detail["sla_breaches"]} == {f"{cid}/review/landing-page/r2v1", "invite-emails"}
+
+
+def test_sweep_is_set_based_and_idempotent_on_sqlite_and_postgres(store_url, chat):
+    import os
+
+    os.makedirs(os.environ["CAMPAIGNFLOW_HOME"], exist_ok=True)
+    registry = registry_for(chat)
+    mon = monday()
+    cid = register(notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting"],
+                                "reminders": {"escalate_after": 1}}, channels=CHANNELS), store_url)
+    for i in range(4):
+        open_gate(cid, f"review-{i}", ["maria"], kind="review", submitted_by="sam", due_at=at(mon, 12), url=store_url)
+    set_deliverable(cid, "messaging-brief", due=mon, url=store_url)
+    first = service.run_once(registry, now=at(mon, 14).astimezone(dt.timezone.utc), url=store_url)
+    again = service.run_once(registry, now=at(mon, 16).astimezone(dt.timezone.utc), url=store_url)
+    assert first.sweep.reminded == 5 and again.sweep.reminded == 0
+    nxt = service.run_once(registry, now=at(mon + dt.timedelta(days=1), 10).astimezone(dt.timezone.utc), url=store_url)
+    assert nxt.sweep.reminded == 5 and nxt.sweep.escalated == 5  # the second reminder goes to tom as well
+    assert len(to(chat, "maria")) == 2 and len(to(chat, "sam")) == 2 and len(to(chat, "tom")) == 1
+    assert "5 thing(s) waiting on Tom Becker" == to(chat, "tom")[0]["title"]
