@@ -7,12 +7,13 @@ The schema is created and upgraded only by the migrations in migrations/.
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -66,24 +67,35 @@ def engine(url: str | None = None) -> Engine:
     return eng
 
 
-def migrate(eng: Engine) -> None:
-    """Bring the schema to the newest revision (all heads: feature branches may add their own)."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+def schema_heads() -> set[str]:
+    """The newest revision of each migration branch, read from the files (importing alembic costs 0.4 s)."""
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        text = path.read_text()
+        rev = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+        down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
+        if rev:
+            revisions.add(rev.group(1))
+            parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)) if down else [])
+    return revisions - parents
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    script = ScriptDirectory.from_config(cfg)
+
+def migrate(eng: Engine) -> None:
+    """Bring the schema to the newest revision (all heads: feature areas add their own branches)."""
     try:
         with eng.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
+            has_table = inspect(conn).has_table("alembic_version")
+            current = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))} if has_table else set()
     except Exception as exc:
         raise UserError(f"cannot reach the campaign store at {eng.url.render_as_string(hide_password=True)} ({exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0]}); check CAMPAIGNFLOW_DATABASE_URL") from None
-    if current == set(script.get_heads()):
+    if current == schema_heads():
         return
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     with eng.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")

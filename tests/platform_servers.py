@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +34,7 @@ class Fault:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (a slow upstream: the client times out)
 
 
 class PlatformServer:
@@ -40,6 +42,7 @@ class PlatformServer:
         self.google_ads: list[dict] = []  # {date, campaign_id, campaign_name, ad_group_id, impressions, clicks, cost_micros, conversions, conversions_value}
         self.google_ads_currency = "EUR"
         self.meta: list[dict] = []  # insights rows exactly as Meta returns them (strings), with date_start
+        self.meta_usage = 5  # percent of the app's rate-limit budget Meta reports in x-app-usage
         self.ga4: list[dict] = []  # {date: 'YYYYMMDD', campaign, metrics: {name: value}}
         self.ga4_currency = "EUR"
         self.batch_size, self.meta_page_size, self.ga4_page_size = batch_size, meta_page_size, ga4_page_size
@@ -56,6 +59,10 @@ class PlatformServer:
                   times: int = 1) -> None:
         for _ in range(times):
             self.faults[platform].append(Fault(status, body, headers or {}))
+
+    def stall_next(self, platform: str, seconds: float) -> None:
+        """Answer the next request only after `seconds` (with a 504), so a client with a shorter timeout gives up."""
+        self.faults[platform].append(Fault(504, {"error": {"code": 504, "message": "Deadline exceeded"}}, {}, seconds))
 
     def corrupt(self, platform: str, request_number: int) -> None:
         """Answer the platform's n-th successful request (1-based, counted from now) with a broken page."""
@@ -117,7 +124,12 @@ class PlatformServer:
                 self.count[platform] += 1
                 broken = self.count[platform] in self.corrupt_at.get(platform, set())
         if fault is not None:
-            return self._send(h, fault.status, fault.body, fault.headers)
+            if fault.delay:
+                time.sleep(fault.delay)
+            try:
+                return self._send(h, fault.status, fault.body, fault.headers)
+            except (BrokenPipeError, ConnectionResetError):
+                return None
         handler = getattr(self, f"_{platform}")
         status, payload, headers = handler(h, parsed.path, query, body)
         if status == 200 and broken:
@@ -201,7 +213,7 @@ class PlatformServer:
                                               "after": base64.b64encode(str(start + len(page)).encode()).decode()}}
         if start + limit < len(rows):
             paging["next"] = f"{self.url}{path}?" + urlencode({**query, "after": paging["cursors"]["after"]})
-        usage = {"x-app-usage": json.dumps({"call_count": 5, "total_cputime": 2, "total_time": 3}),
+        usage = {"x-app-usage": json.dumps({"call_count": self.meta_usage, "total_cputime": 2, "total_time": 3}),
                  "x-business-use-case-usage": json.dumps({"1234": [{"type": "ads_insights", "call_count": 4,
                                                                    "total_cputime": 1, "total_time": 2,
                                                                    "estimated_time_to_regain_access": 0}]})}

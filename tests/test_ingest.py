@@ -131,6 +131,17 @@ def test_meta_pages_throttling_then_success(home, server):
     assert teaser[0]["campaign_id"] is None and teaser[0]["conversion_value"] == 30
 
 
+def test_meta_high_usage_slows_down_before_being_throttled(home, server):
+    data = register([source("meta", server)])
+    start = start_of(data)
+    server.meta += [meta_row(start, "c-1", "Spring", f"a{i}", 1, 1, 1.0) for i in range(6)]
+    server.meta_usage = 95
+    sleeps = SleepLog()
+    result = run("meta", "meta", start, since=start, sleeps=sleeps)
+    assert result.rows_written == 6 and result.retries == 0
+    assert sleeps == [60.0, 60.0], "one pause after each of the two pages while usage is at 95 %"
+
+
 def test_meta_revision_inside_lookback_updates_not_duplicates(store_url, server):
     settings.home()  # the SQLite store's folder
     data = register([source("meta", server)], url=store_url)
@@ -217,6 +228,24 @@ def test_ga4_offset_paging_dates_and_utm_convention(home, server):
     assert stored[0]["date"] == start and stored[0]["currency"] == "EUR"
     mapped = {r["platform_campaign"]: r["campaign_id"] for r in stored}
     assert mapped == {"spring_launch": "acme-spring", "spring_retarget": "acme-spring", "(not set)": None}
+
+
+def test_ga4_daily_property_quota_stops_without_retrying(home, server):
+    data = register([source("ga4", server)])
+    server.fail_next("ga4", 429, {"error": {"code": 429, "message": "Exhausted property tokens per day for this "
+                                            "property.", "status": "RESOURCE_EXHAUSTED"}})
+    with pytest.raises(RetriesExhausted, match="GA4 property quota is used up.*tokens per day"):
+        run("ga4", "ga4", start_of(data))
+    assert [r["platform"] for r in server.requests] == ["ga4"]
+
+
+def test_ga4_timeout_is_retried(home, server):
+    data = register([source("ga4", server)])
+    start = start_of(data)
+    server.ga4.append(ga4_row(start, "spring", 10, 1, 1.0, 0, 0))
+    server.stall_next("ga4", 1.5)
+    result = run("ga4", "ga4", start, since=start, timeout=0.5)
+    assert result.rows_written == 1 and result.retries == 1
 
 
 def test_ga4_5xx_until_retries_run_out(home, server):

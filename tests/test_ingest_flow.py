@@ -121,6 +121,14 @@ def test_cli_ingest_local_and_its_errors(home, server):
     unknown = cli("ingest", "meta-mian", "--local")
     assert unknown.returncode == 1 and "no metric source 'meta-mian' (sources of registered campaigns: meta-main)" in unknown.stderr
 
+    chart = home.parent / "kpis.html"
+    shown = cli("kpis", "acme-spring", "--html", str(chart))
+    assert shown.returncode == 0, shown.stderr
+    page = chart.read_text()
+    assert page.count("<svg") == 3 and "registrations" in page and "spend against budget" in page
+    unwritable = cli("kpis", "acme-spring", "--html", str(home.parent / "missing" / "x.html"))
+    assert unwritable.returncode == 1 and "--html" in unwritable.stderr and "pick a writable path" in unwritable.stderr
+
     nobody = cli("kpis", "nope")
     assert nobody.returncode == 1 and "there is no campaign 'nope'" in nobody.stderr
 

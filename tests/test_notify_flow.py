@@ -23,7 +23,6 @@ def test_a_campaign_run_reports_to_chat_as_it_goes(home, prefect_api, monkeypatc
         assert result.returncode == 0, result.stdout + result.stderr
         titles = chat.titles()
         rows = outbox_rows()
-        print("\n".join(f"{p} {m['title']}" for p, m in zip(chat.paths, chat.messages())))
 
     assert len(titles) == len(rows) and {r.status for r in rows} == {"sent"}
     assert len({r.dedupe_key for r in rows}) == len(rows)
@@ -33,5 +32,11 @@ def test_a_campaign_run_reports_to_chat_as_it_goes(home, prefect_api, monkeypatc
                      f"{name} step reviews completed", f"{name} campaign completed"):
         assert any(t.startswith(expected) for t in titles), (expected, titles)
     # one message per event and channel: nothing doubled, even though every step boundary runs a pass
+    # in order: a gate's "waiting" message arrives before its outcome
+    for i, title in enumerate(titles):
+        if "] approved: " in title or "] changes requested: " in title:
+            subject = title.split(": ", 1)[1]
+            waiting = [j for j, t in enumerate(titles) if t.endswith(f"waiting for your approval: {subject}")]
+            assert waiting and waiting[0] < i, (title, titles)
     per_event = Counter((r.event_id, r.kind, r.channel, r.target) for r in rows)
     assert max(per_event.values()) == 1

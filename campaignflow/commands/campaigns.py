@@ -61,7 +61,11 @@ def _finish(campaign_id: str, out) -> None:
 
 
 @app.command()
-def run(spec: Path = typer.Argument(..., help="The campaign spec (YAML).")) -> None:
+def run(
+    spec: Path = typer.Argument(..., help="The campaign spec (YAML)."),
+    deployed: bool = typer.Option(False, "--deployed", help="Start it on the served deployment (python -m "
+                                  "deployments.lifecycle) and return; its gates wait suspended."),
+) -> None:
     """Register a campaign and carry it through its lifecycle; running it again continues where it stopped."""
     out = console()
     campaign, created = _register(spec)
@@ -70,8 +74,11 @@ def run(spec: Path = typer.Argument(..., help="The campaign spec (YAML).")) -> N
     if campaign.status in ("completed", "stopped"):
         out.print(f"Nothing to do: the campaign is {campaign.status}. `campaignflow status {campaign.id}` shows it.")
         return
-    from campaignflow.commands.running import run_lifecycle
+    from campaignflow.commands.running import run_deployed, run_lifecycle
 
+    if deployed:
+        run_deployed(campaign.id, out)
+        return
     run_lifecycle(campaign.id, out)
     _finish(campaign.id, out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -111,16 +112,27 @@ def kpis(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Judge the goals as of this day (YYYY-MM-DD); "
                                                               "default: the last day with data."),
     days: int = typer.Option(14, "--days", min=0, help="How many recent days to list."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write charts (each goal against its line, "
+                                                             "spend against budget) to this HTML file."),
 ) -> None:
     """KPIs per day and to date, budget pacing, and each goal against its straight line."""
     from campaignflow import db, metrics
 
     with db.session() as s:
         report = metrics.campaign_report(s, campaign, _date(as_of, "--as-of"))
+    if html is not None:
+        from campaignflow.kpis import report_html
+
+        try:
+            html.write_text(report_html(report), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"--html {html}: cannot write it ({exc.strerror}); pick a writable path") from None
     if as_json:
         print_json(report)
         return
     _print_report(report, days)
+    if html is not None:
+        console().print(f"charts: {html}")
 
 
 def _fmt(value, digits: int = 2) -> str:  # noqa: ANN001

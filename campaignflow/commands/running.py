@@ -51,3 +51,23 @@ def run_lifecycle(campaign_id: str, console) -> str:
     show_progress(console)
     sys.stdout.flush()
     return campaign_lifecycle(campaign_id)
+
+
+def run_deployed(campaign_id: str, console) -> None:
+    """Start the campaign on the served lifecycle deployment and return at once."""
+    connect_prefect(console)
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from campaignflow.errors import UserError
+    from campaignflow.links import run_link
+    from deployments.lifecycle import DEPLOYMENT
+
+    try:
+        run = run_deployment(DEPLOYMENT, parameters={"campaign_id": campaign_id}, timeout=0,
+                             flow_run_name=campaign_id)
+    except ObjectNotFound:
+        raise UserError(f"no deployment {DEPLOYMENT} on this Prefect server; serve it first with "
+                        "`python -m deployments.lifecycle`") from None
+    console.print(f"Started on {DEPLOYMENT}: {run_link(str(run.id))}")
+    console.print(f"Follow it with `campaignflow status {campaign_id}`; gates wait suspended, holding no worker.")

@@ -90,7 +90,7 @@ class HttpStats:
 class Verdict:
     """What to do with a response: ok, retry (after `wait` seconds if known), or stop with `kind` error."""
 
-    action: str  # ok|retry|auth|error|malformed
+    action: str  # ok|retry|auth|error|malformed|exhausted
     reason: str = ""
     wait: float | None = None
 
@@ -183,6 +183,8 @@ class Http:
                     raise self.fail(MalformedResponse, f"{what}: {v.reason}")
                 if v.action == "error":
                     raise self.fail(SourceError, f"{what} failed ({v.reason})")
+                if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
+                    raise self.fail(RetriesExhausted, f"{what}: {v.reason}; the next run continues from the same cursor")
                 last, wait = v.reason, v.wait
             if attempt == self.max_attempts:
                 break

@@ -11,11 +11,20 @@ import datetime as dt
 from typing import Iterator
 
 from campaignflow.connectors import google
-from campaignflow.connectors.base import Connector, Part, MalformedResponse, day, number, parse_json
+from campaignflow.connectors.base import (Connector, MalformedResponse, Part, Verdict, day, default_verdict, number,
+                                          parse_json)
 
 DEFAULT_METRICS = {"impressions": "advertiserAdImpressions", "clicks": "advertiserAdClicks",
                    "spend": "advertiserAdCost", "conversions": "keyEvents", "conversion_value": "totalRevenue"}
 INTEGER = {"impressions", "clicks"}
+
+
+def _verdict(response) -> Verdict:  # noqa: ANN001
+    v = default_verdict(response)
+    # Property tokens per hour/day come back only when the quota window resets: stop instead of retrying.
+    if response.status_code == 429 and ("per day" in v.reason.lower() or "per hour" in v.reason.lower()):
+        return Verdict("exhausted", f"the GA4 property quota is used up ({v.reason})")
+    return v
 
 
 class Ga4Connector(Connector):
@@ -41,7 +50,7 @@ class Ga4Connector(Connector):
                     "limit": str(self.page_size), "offset": str(offset), "returnPropertyQuota": True,
                     "keepEmptyRows": False}
             response = self.http.request("POST", f"{self.base_url}/properties/{self.config.account}:runReport",
-                                         headers=headers, json=body, what=what)
+                                         headers=headers, json=body, what=what, verdict=_verdict)
             report = parse_json(self.http, response, what)
             if not isinstance(report, dict) or "dimensionHeaders" not in report or "metricHeaders" not in report:
                 raise self.http.fail(MalformedResponse, f"{what}: not a runReport answer (no dimensionHeaders/metricHeaders)")

@@ -51,6 +51,27 @@ def throttle_wait(headers) -> float | None:  # noqa: ANN001
     return max(waits) if waits else None
 
 
+HIGH_USAGE = 90.0  # percent of a Meta rate-limit budget: above it, pause before the next call
+
+
+def usage_pct(headers) -> float:  # noqa: ANN001
+    """The highest share of any Meta rate-limit budget in use, from the usage headers (0 when absent)."""
+    found = [0.0]
+    for name in ("x-app-usage", "x-ad-account-usage", "x-business-use-case-usage"):
+        raw = headers.get(name)
+        if not raw:
+            continue
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue
+        entries = [e for group in data.values() for e in group] if name == "x-business-use-case-usage" else [data]
+        for e in entries:
+            if isinstance(e, dict):
+                found += [float(e.get(k) or 0) for k in ("call_count", "total_cputime", "total_time", "acc_id_util_pct")]
+    return max(found)
+
+
 def _verdict(response) -> Verdict:  # noqa: ANN001
     if response.status_code < 400:
         return Verdict("ok")
@@ -92,6 +113,11 @@ class MetaConnector(Connector):
             response = self.http.request("GET", f"{self.base_url}/{account}/insights", params=params,
                                          verdict=_verdict, what=what)
             body = parse_json(self.http, response, what)
+            if usage_pct(response.headers) >= HIGH_USAGE:
+                # Slow down before Meta throttles us (throttled accounts stay blocked for minutes).
+                pause = min(throttle_wait(response.headers) or 60.0, self.http.max_wait)
+                self.http.stats.waited_seconds += pause
+                self.http.sleep(pause)
             data = body.get("data") if isinstance(body, dict) else None
             if not isinstance(data, list):
                 raise self.http.fail(MalformedResponse, f"{what}: no `data` list in the answer")

@@ -155,17 +155,22 @@ class Audience:
     def channel_for(self, handle: str) -> str | None:
         """Where a person reads messages: their own channel, their team's, a role's, the campaign's default."""
         person = self.settings["people"].get(handle)
-        reg = self.registry
         if person is None:
             return None
+        reg = self.registry
+        found = person.get("channel") or reg.people.get(handle)
+        if found:
+            return found
         team = person.get("team")
-        candidates = [person.get("channel"), reg.people.get(handle),
-                      self.settings["teams"].get(team, {}).get("channel") if team else None,
-                      reg.teams.get(team) if team else None]
-        candidates += [self.settings["roles"].get(r) for r in person["roles"]]
-        candidates += [reg.roles.get(r) for r in person["roles"]]
-        candidates += [self.settings.get("default_channel"), reg.default]
-        return next((c for c in candidates if c), None)
+        if team:
+            found = self.settings["teams"].get(team, {}).get("channel") or reg.teams.get(team)
+            if found:
+                return found
+        for maps in (self.settings["roles"], reg.roles):
+            for role in person["roles"]:
+                if maps.get(role):
+                    return maps[role]
+        return self.settings.get("default_channel") or reg.default
 
     def calendar(self, handle: str | None) -> dict[str, Any]:
         person = self.settings["people"].get(handle or "", {})

@@ -88,32 +88,30 @@ def deliver_due(registry: ChannelRegistry, *, limit: int = 500, workers: int = 4
     while report.sent + report.retrying + report.dead < limit:
         with db.session(url, write=True) as s:
             rows = outbox.claim(s, min(200, limit - report.sent - report.retrying - report.dead), now)
+            heads = outbox.queue_heads(s, {r.channel for r in rows if r.channel}, now)
         if not rows:
             break
-        jobs = []
+        # Chat is read in order: each target gets its messages one after another, oldest first, and
+        # nothing overtakes a message that is still waiting for a retry.
+        queues: dict[tuple[str, int], list] = {}
         for row in rows:
-            urls = registry.channels.get(row.channel)
-            if not row.channel:
-                jobs.append((row, None, f"{row.recipient or 'the recipient'} has no channel: set `channel` for them in "
-                                        "the spec, map them in the channels block, or set a default channel"))
-            elif urls is None:
-                jobs.append((row, None, f"channel {row.channel!r} is not configured: add it to the channels block, "
-                                        f"channels.yaml or the environment, then `campaignflow outbox retry`"))
-            elif row.target >= len(urls):
-                jobs.append((row, None, f"channel {row.channel!r} has no URL number {row.target + 1} any more"))
-            else:
-                jobs.append((row, urls[row.target], ""))
+            queues.setdefault((row.channel, row.target), []).append(row)
+        claimed = {r.id for r in rows}
+        runnable, held = [], []
+        for key, queue in queues.items():
+            head = heads.get(key)
+            (held if key[0] and head is not None and head not in claimed else runnable).append(queue)
+        if held:
+            with db.session(url, write=True) as s:
+                for queue in held:
+                    outbox.release(s, [r.id for r in queue], queue[0].claim)
+        if not runnable:
+            break
 
-        def work(job):
-            row, target_url, problem = job
-            if target_url is None:
-                return row, False, problem, True
-            ok, reason = send(target_url, row.title, row.body, secrets)
-            return row, ok, reason, False
-
-        failures = 0
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for row, ok, reason, final in pool.map(work, jobs):
+        def work(queue: list) -> list[tuple]:
+            results = []
+            for i, row in enumerate(queue):
+                ok, reason, final = _attempt(row, registry, secrets)
                 # Mark each row the moment its send returns: the only window for a repeat is this gap.
                 with db.session(url, write=True) as s:
                     if ok:
@@ -121,17 +119,43 @@ def deliver_due(registry: ChannelRegistry, *, limit: int = 500, workers: int = 4
                         status = "sent"
                     else:
                         status = outbox.mark_failed(s, row.id, row.claim, row.attempts, reason, final=final)
-                if status == "sent":
-                    report.sent += 1
-                    if on_sent:
-                        on_sent(row.id)
-                elif status == "dead":
-                    report.dead += 1
-                    report.problems.append(f"#{row.id} to {row.channel or row.recipient}: {reason}")
-                else:
-                    report.retrying += 1
-                    report.problems.append(f"#{row.id} to {row.channel}: {reason} (will retry)")
-                failures += status != "sent"
-        if failures:
+                        if status == "pending":
+                            outbox.release(s, [r.id for r in queue[i + 1:]], row.claim)
+                results.append((row, status, reason))
+                if status == "pending":
+                    break  # the rest of this target's queue waits behind the failed message
+            return results
+
+        failures = 0
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for results in pool.map(work, runnable):
+                for row, status, reason in results:
+                    if status == "sent":
+                        report.sent += 1
+                        if on_sent:
+                            on_sent(row.id)
+                    elif status == "dead":
+                        report.dead += 1
+                        report.problems.append(f"#{row.id} to {row.channel or row.recipient}: {reason}")
+                    else:
+                        report.retrying += 1
+                        report.problems.append(f"#{row.id} to {row.channel}: {reason} (will retry)")
+                    failures += status != "sent"
+        if failures or held:
             break  # the rest waits for its backoff and the next pass; hammering a down endpoint helps nobody
     return report
+
+
+def _attempt(row, registry: ChannelRegistry, secrets: list[str]) -> tuple[bool, str, bool]:
+    """(sent, reason, final): final when no retry can help until someone changes the configuration."""
+    urls = registry.channels.get(row.channel)
+    if not row.channel:
+        return False, (f"{row.recipient or 'the recipient'} has no channel: set `channel` for them in the spec, "
+                       "map them in the channels block, or set a default channel"), True
+    if urls is None:
+        return False, (f"channel {row.channel!r} is not configured: add it to the channels block, channels.yaml "
+                       "or the environment, then `campaignflow outbox retry`"), True
+    if row.target >= len(urls):
+        return False, f"channel {row.channel!r} has no URL number {row.target + 1} any more", True
+    ok, reason = send(urls[row.target], row.title, row.body, secrets)
+    return ok, reason, False

@@ -93,12 +93,35 @@ def claim(s: Session, limit: int = 200, now: dt.datetime | None = None) -> list[
     """Take up to `limit` due rows for this process; nobody else gets them until they are marked or the lease ends."""
     now = (now or dt.datetime.now(UTC)).astimezone(UTC)  # SQLite keeps wall times: compare in UTC
     token = uuid.uuid4().hex
-    ids = select(OutboxMessage.id).where(_due(now)).order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)
+    ids = select(OutboxMessage.id).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
     s.execute(update(OutboxMessage)
               .where(OutboxMessage.id.in_(ids.scalar_subquery()), _due(now))
               .values(status="sending", claim=token, claimed_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
               .execution_options(synchronize_session=False))
     return list(s.execute(select(OutboxMessage).where(OutboxMessage.claim == token).order_by(OutboxMessage.id)).scalars())
+
+
+def release(s: Session, row_ids: list[int], claim_token: str) -> None:
+    """Give claimed rows back untried (they wait behind an earlier message on the same target)."""
+    if row_ids:
+        s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(row_ids), OutboxMessage.claim == claim_token)
+                  .values(status="pending", claim=None, claimed_until=None, attempts=OutboxMessage.attempts - 1))
+
+
+def queue_heads(s: Session, channels: set[str], now: dt.datetime) -> dict[tuple[str, int], int]:
+    """Per (channel, target): the oldest message that must go before any later one (due, sending, or failed before).
+
+    A message held for quiet hours and never tried does not hold others back.
+    """
+    if not channels:
+        return {}
+    blocking = or_(OutboxMessage.status == "sending",
+                   and_(OutboxMessage.status == "pending",
+                        or_(OutboxMessage.attempts > 0, OutboxMessage.next_attempt_at <= now)))
+    rows = s.execute(select(OutboxMessage.channel, OutboxMessage.target, func.min(OutboxMessage.id))
+                     .where(OutboxMessage.channel.in_(channels), blocking)
+                     .group_by(OutboxMessage.channel, OutboxMessage.target))
+    return {(channel, target): head for channel, target, head in rows}
 
 
 def mark_sent(s: Session, row_id: int, claim_token: str, now: dt.datetime | None = None) -> None:

@@ -53,7 +53,7 @@ DEFAULTS: dict[str, str] = {
     "reminder.j2": "{% set i = items[0] %}[{{ i.campaign }}] {{ i.state }}: {{ i.title }}\n"
                    "{{ i.title }} is {{ i.state }} (due {{ i.due }}){% if i.escalated %}; escalated after "
                    "{{ i.reminders }} reminders, waiting on {{ i.waiting_on | join(', ') }}{% endif %}.\n{{ i.action }}",
-    "digest.j2": "{{ items | length }} thing(s) waiting on {{ recipients | map(attribute='name') | join(', ') }}\n"
+    "digest.j2": "{{ count }} thing(s) waiting on {{ recipients | map(attribute='name') | join(', ') }}\n"
                  "{% for i in items %}- [{{ i.campaign }}] {{ i.title }}: {{ i.state }}, due {{ i.due }}"
                  "{% if i.escalated %} (ESCALATED after {{ i.reminders }} reminders; waiting on "
                  "{{ i.waiting_on | join(', ') }}){% endif %}\n  {{ i.action }}\n{% endfor %}"
