@@ -53,20 +53,26 @@ def open_bench_gate(campaign_id: str, i: int) -> int:
         return gate.id
 
 
+# Shared with the decider threads; module-level because Prefect copies flow parameters.
+RESUMED_AT: dict[int, float] = {}
+PAUSED: list[str] = []
+BARE_RESUMED_AT: list[float] = []
+
+
 @flow(name="bench-campaignflow-gates")
-def wait_at_gates(campaign_id: str, n: int, resumed_at: dict) -> None:
+def wait_at_gates(campaign_id: str, n: int) -> None:
     for i in range(n):
         gate_id = open_bench_gate(campaign_id, i)
         wait_for_gates([gate_id])
-        resumed_at[gate_id] = time.perf_counter()
+        RESUMED_AT[gate_id] = time.perf_counter()
 
 
 @flow(name="bench-bare-prefect")
-def bare_pauses(n: int, paused: list, resumed_at: list) -> None:
+def bare_pauses(n: int) -> None:
     for i in range(n):
-        paused.append(str(FlowRunContext.get().flow_run.id))
+        PAUSED.append(str(FlowRunContext.get().flow_run.id))
         pause_flow_run(timeout=600, poll_interval=max(1, int(settings.gate_poll_seconds())), key=f"bare-{i}")
-        resumed_at.append(time.perf_counter())
+        BARE_RESUMED_AT.append(time.perf_counter())
 
 
 def campaignflow_latencies(n: int) -> list[float]:
@@ -74,7 +80,7 @@ def campaignflow_latencies(n: int) -> list[float]:
     spec = validate_spec_data(data)
     with db.session() as s:
         store.register_campaign(s, spec, yaml.safe_dump(data), ROOT)
-    decided_at, resumed_at = {}, {}
+    decided_at, resumed_at = {}, RESUMED_AT
 
     def decider():
         for _ in range(n):
@@ -92,13 +98,13 @@ def campaignflow_latencies(n: int) -> list[float]:
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(decider,), daemon=True)
     thread.start()
-    wait_at_gates(spec.id, n, resumed_at)
+    wait_at_gates(spec.id, n)
     thread.join()
     return [resumed_at[g] - decided_at[g] for g in decided_at]
 
 
 def bare_latencies(n: int) -> list[float]:
-    paused, resumed_at, decided_at = [], [], []
+    paused, resumed_at, decided_at = PAUSED, BARE_RESUMED_AT, []
 
     def resumer():
         for i in range(n):
@@ -111,7 +117,7 @@ def bare_latencies(n: int) -> list[float]:
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(resumer,), daemon=True)
     thread.start()
-    bare_pauses(n, paused, resumed_at)
+    bare_pauses(n)
     thread.join()
     return [r - d for r, d in zip(resumed_at, decided_at)]
 

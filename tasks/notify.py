@@ -66,5 +66,9 @@ def notify_now() -> str:
 @task(name="notify-step-failed", cache_policy=NO_CACHE)
 def notify_step_failed(campaign_id: str, step: str, error: str) -> None:
     """Record the failure in the audit log (the team hears about it) and try to deliver at once."""
-    service.record_step_failure(campaign_id, step, error)
+    try:
+        service.record_step_failure(campaign_id, step, error)
+    except Exception as exc:  # noqa: BLE001  the step's own error is the one the run must report
+        get_run_logger().warning("could not record the failure for notification: %s", exc.__class__.__name__)
+        return
     notify_now.fn()

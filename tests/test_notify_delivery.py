@@ -253,3 +253,49 @@ def test_outbox_and_claims_work_on_postgres_too(store_url, chat, monkeypatch):
     assert len(arrived) == len(set(arrived)) == len(outbox_rows(store_url))
     # the submitter (sam, on the default team channel) and the campaign manager (maria) each hear it once
     assert sorted(p for p, t in arrived if "approved:" in t) == ["/maria", "/team"]
+
+
+def test_a_team_overrides_a_template_and_a_broken_one_falls_back_to_the_default(home, chat, tmp_path, caplog):
+    folder = tmp_path / "our-templates"
+    folder.mkdir()
+    (folder / "gate.waiting.j2").write_text(
+        "Please decide: {{ gate.title }}\n{% for p in recipients %}@{{ p.handle }} {% endfor %}see {{ links.run or 'the CLI' }}")
+    (folder / "gate.approved.j2").write_text("{{ gate.no_such_field.upper() }}\n")
+    registry = registry_for(chat)
+    data = notify_spec({"templates": str(folder)}, channels={"maria": "maria-chat", "priya": "maria-chat"})
+    cid = register(data)
+    gate_id = open_gate(cid, "goals", ["priya"])
+    service.run_once(registry, reminders=False)
+    assert chat.messages()[0]["title"] == "Please decide: Approve goals"
+    assert chat.messages()[0]["message"] == "@priya see the CLI"
+    with db.session(write=True) as s:
+        decide(s, gate_id, "priya", "approve")
+    service.run_once(registry, reminders=False)
+    assert chat.titles()[-1] == "[Northwind Q1 2027 webinar launch] approved: Approve goals"
+    assert "gate.approved.j2" in caplog.text and "the default template was used" in caplog.text
+
+
+def test_escalations_and_timeouts_from_the_approvals_area_reach_the_people_they_name(home, chat):
+    from campaignflow.store import audit
+
+    registry = registry_for(chat)
+    cid = campaign()
+    gate_id = open_gate(cid, "budget", ["felix"], kind="budget")
+    with db.session() as s:
+        audit(s, cid, "gate.escalated", f"{cid}/budget", to=["tom"], level=1, gate_id=gate_id)
+        audit(s, cid, "gate.timed_out", f"{cid}/budget", outcome="approve", gate_id=gate_id)
+    service.run_once(registry, reminders=False)
+    to_tom = [m["title"] for p, m in zip(chat.paths, chat.messages()) if p == "/am"]
+    assert "[Northwind Q1 2027 webinar launch] escalated: Approve budget" in to_tom
+    assert "[Northwind Q1 2027 webinar launch] timed out: Approve budget" in to_tom
+
+
+def test_a_failed_step_tells_the_campaign_and_account_managers(home, chat):
+    registry = registry_for(chat)
+    cid = campaign()
+    service.record_step_failure(cid, "measurement", "ConnectorError: the Meta API refused the token")
+    service.run_once(registry, reminders=False)
+    arrived = {(p, m["title"]) for p, m in zip(chat.paths, chat.messages())}
+    title = "[Northwind Q1 2027 webinar launch] step measurement FAILED"
+    assert arrived == {("/maria", title), ("/am", title)}
+    assert "the Meta API refused the token" in chat.messages()[0]["message"]

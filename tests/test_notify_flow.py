@@ -40,3 +40,35 @@ def test_a_campaign_run_reports_to_chat_as_it_goes(home, prefect_api, monkeypatc
             assert waiting and waiting[0] < i, (title, titles)
     per_event = Counter((r.event_id, r.kind, r.channel, r.target) for r in rows)
     assert max(per_event.values()) == 1
+
+
+def test_the_sweep_deployment_runs_on_an_interval():
+    from deployments.reminders import DEPLOYMENT_NAME, deployment
+
+    dep = deployment(every_minutes=5)
+    assert dep.name == DEPLOYMENT_NAME
+    assert [s.schedule.interval.total_seconds() for s in dep.schedules] == [300]
+
+
+def test_channels_from_the_prefect_block_with_the_urls_kept_secret(home, prefect_api, monkeypatch):
+    from pydantic import SecretStr
+
+    from blocks.notification_channels import NotificationChannels, load_registry
+    from chat_endpoints import ChatServer
+    from conftest import cli
+
+    monkeypatch.setenv("CAMPAIGNFLOW_CHANNELS_BLOCK", "test-channels")
+    with ChatServer() as chat:
+        url = chat.url("from-block", secret="BlockS3cret-777")
+        NotificationChannels(channels={"team-chat": [SecretStr(url)]}, roles={"cmo": "team-chat"},
+                             default="team-chat").save("test-channels", overwrite=True)
+        registry = load_registry()
+        assert registry.channels == {"team-chat": [url]} and registry.roles == {"cmo": "team-chat"}
+        tested = cli("channels", "test", "team-chat", env={"PREFECT_API_URL": prefect_api})
+        assert tested.returncode == 0, tested.stderr
+        assert tested.stdout.startswith("arrived:") and chat.paths == ["/from-block"]
+        listed = cli("channels", "list", env={"PREFECT_API_URL": prefect_api})
+        assert "team-chat" in listed.stdout and "BlockS3cret-777" not in listed.stdout + listed.stderr
+    # the block document shows the URL starred, as Prefect shows secrets
+    loaded = NotificationChannels.load("test-channels")
+    assert "BlockS3cret-777" not in repr(loaded) and "BlockS3cret-777" not in str(loaded.model_dump())

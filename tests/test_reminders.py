@@ -200,3 +200,22 @@ def test_sweep_is_set_based_and_idempotent_on_sqlite_and_postgres(store_url, cha
     assert nxt.sweep.reminded == 5 and nxt.sweep.escalated == 5  # the second reminder goes to tom as well
     assert len(to(chat, "maria")) == 2 and len(to(chat, "sam")) == 2 and len(to(chat, "tom")) == 1
     assert "5 thing(s) waiting on Tom Becker" == to(chat, "tom")[0]["title"]
+
+
+def test_each_team_is_reminded_in_its_own_time_zone_and_calendar(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    cid = register(notify_spec({
+        "timezone": "Europe/Berlin", "mute": ["gate.waiting"], "quiet_hours": {"start": "20:00", "end": "08:00"},
+        "teams": [{"name": "agency", "members": ["maria", "tom", "sam"]},
+                  {"name": "client", "members": ["priya", "jana", "felix"], "timezone": "America/New_York",
+                   "holidays": [str(mon + dt.timedelta(days=1))]}],
+    }, channels=CHANNELS))
+    open_gate(cid, "review-agency", ["maria"], kind="review", submitted_by="sam", due_at=at(mon, 12))
+    open_gate(cid, "review-client", ["priya"], kind="review", submitted_by="sam", due_at=at(mon, 12))
+    sweep(registry, at(mon, 9))  # 03:00 in New York: the client sleeps
+    assert len(to(chat, "maria")) == 1 and to(chat, "priya") == []
+    sweep(registry, at(mon, 15))  # 09:00 in New York
+    assert len(to(chat, "priya")) == 1
+    sweep(registry, at(mon + dt.timedelta(days=1), 15))  # the client team's holiday
+    assert len(to(chat, "priya")) == 1 and len(to(chat, "maria")) == 2
