@@ -176,7 +176,8 @@ def masked(url: str) -> str:
     plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         return f"{urlsplit(url).scheme}://(not understood by apprise)"
-    return redact(plugin.url(privacy=True), secret_parts([url]))
+    shown = plugin.url(privacy=True).split("?", 1)[0]  # apprise's defaults in the query are noise here
+    return redact(shown, secret_parts([url]))
 
 
 class _RedactingFilter(logging.Filter):
