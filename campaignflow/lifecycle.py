@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from campaignflow import models as m
+from campaignflow.errors import UserError
 from campaignflow.spec import CampaignSpec
 from campaignflow.approvals import StagePlan, due_at, plan_stages, review_stage
 from campaignflow.store import audit, campaign_spec, gate_decisions, get_campaign, open_gate
@@ -203,6 +204,29 @@ def _set_deliverable_status(s: Session, campaign_id: str, keys: set[str], status
     for row in s.exec(select(m.Deliverable).where(m.Deliverable.campaign_id == campaign_id, m.Deliverable.key.in_(keys))):
         row.status = status
         s.add(row)
+
+
+def mark_done(s: Session, campaign_id: str, key: str, person: str) -> m.Deliverable:
+    """The owner (or a campaign/account manager) says a deliverable is done: published, bought, shipped."""
+    _, spec = load(s, campaign_id)
+    row = s.exec(select(m.Deliverable).where(m.Deliverable.campaign_id == campaign_id, m.Deliverable.key == key)).first()
+    if row is None:
+        keys = ", ".join(d.key for d in spec.deliverables)
+        raise UserError(f"campaign {campaign_id} has no deliverable {key!r}; its deliverables are {keys}")
+    managers = {p.handle for p in spec.people if {"campaign_manager", "account_manager"} & set(p.roles)}
+    if person != row.owner and person not in managers:
+        raise UserError(f"{person} neither owns {key} ({row.owner} does) nor manages the campaign; "
+                        f"ask {row.owner} or a campaign manager")
+    if row.status == "dropped":
+        raise UserError(f"{key} was dropped after a rejected review; it cannot be marked done")
+    reviewed = row.review_rounds == 0 or row.status == "approved"
+    if not reviewed:
+        raise UserError(f"{key} is still {row.status.replace('_', ' ')}: its reviews must approve it before it is done")
+    if row.status != "done":
+        row.status = "done"
+        s.add(row)
+        audit(s, campaign_id, "deliverable.done", key, actor=person)
+    return row
 
 
 # -- 6. reviews ---------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Reminder sweep: remind people of what is due soon or overdue, escalate, check client SLAs, deliver.
 
 Each run
+0. acts on approval gates past their due date (escalate, auto-approve or
+   auto-reject, as each gate's `on_timeout` says) and wakes their runs;
 1. sweeps every open approval gate and deliverable: due soon (the spec's
    `notifications.reminders.due_soon_days`), overdue, repeated every
    `every_days` business days, escalated after `escalate_after` reminders,
@@ -25,16 +27,18 @@ import datetime as dt
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.gates import apply_timeouts_and_resume
 from tasks.notify import deliver_notifications, queue_notifications, sweep_reminders
 
 
 @flow(name="reminder-sweep", log_prints=False)
 def reminder_sweep(deliver: bool = True, now: dt.datetime | None = None) -> dict:
     """One sweep over every campaign; `now` pretends another time (to preview a morning's reminders)."""
+    timed_out = apply_timeouts_and_resume() if now is None else []  # a preview must not decide anything
     swept = sweep_reminders(now)
     queued = queue_notifications(now)
     delivered = deliver_notifications(now=now) if deliver else None
-    summary = {"due_items": swept.checked, "reminded": swept.reminded, "escalated": swept.escalated,
+    summary = {"gates_timed_out": len(timed_out), "due_items": swept.checked, "reminded": swept.reminded, "escalated": swept.escalated,
                "held_for_quiet_hours": swept.held, "sla_breaches": swept.breaches,
                "queued": swept.messages + queued,
                "sent": delivered.sent if delivered else 0, "retrying": delivered.retrying if delivered else 0,

@@ -103,9 +103,17 @@ def cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | 
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
-    """One real Prefect server (the test harness) for the whole session; yields its API URL."""
+def prefect_api(tmp_path_factory):
+    """One real Prefect server for the whole session; yields its API URL.
+
+    With PostgreSQL reachable (always in CI) it is `prefect server start` on a fresh PostgreSQL
+    database, the scale-out configuration, which also stays up under load where the SQLite test
+    harness can lock up. Otherwise Prefect's test harness (SQLite).
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if postgres_available() is None:
+        yield from _prefect_server_on_postgres(tmp_path_factory.mktemp("prefect"))
+        return
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
@@ -114,3 +122,57 @@ def prefect_api():
         os.environ["PREFECT_API_URL"] = url
         yield url
         os.environ.pop("PREFECT_API_URL", None)
+
+
+def _prefect_server_on_postgres(home: Path):
+    import signal
+    import socket
+    import time
+
+    import prefect.context
+    import psycopg
+    import requests
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    name = f"cf_prefect_{uuid.uuid4().hex[:8]}"
+    admin = PG_ADMIN_URL.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false",
+           "PREFECT_SERVER_DATABASE_CONNECTION_URL":
+               PG_ADMIN_URL.rsplit("/", 1)[0].replace("+psycopg", "+asyncpg") + f"/{name}"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"the Prefect server did not start; see {home / 'server.log'}")
+            time.sleep(0.3)
+        os.environ["PREFECT_API_URL"] = url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            # Threads and contexts copied before this point must see the same server.
+            with prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+                yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

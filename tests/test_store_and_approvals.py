@@ -179,3 +179,23 @@ def test_timeline_and_measurement_persist(store_url):
     assert first.summary == again.summary
     assert len(rows) == 140  # 112 mapped + 28 rows of an unmapped always-on campaign, kept
     assert sum(r.campaign_id is None for r in rows) == 28
+
+
+def test_marking_deliverables_done(store_url):
+    spec, _, _ = register()
+    with db.session() as s:
+        lifecycle.timeline(s, spec.id)
+    with pytest.raises(UserError, match="sam neither owns media-buying \\(omar does\\) nor manages the campaign"):
+        with db.session() as s:
+            lifecycle.mark_done(s, spec.id, "media-buying", "sam")
+    with pytest.raises(UserError, match="has no deliverable 'media'"):
+        with db.session() as s:
+            lifecycle.mark_done(s, spec.id, "media", "omar")
+    with pytest.raises(UserError, match="landing-page is still planned: its reviews must approve it"):
+        with db.session() as s:
+            lifecycle.mark_done(s, spec.id, "landing-page", "lea")
+    with db.session() as s:
+        assert lifecycle.mark_done(s, spec.id, "media-buying", "tom").status == "done"  # the account manager may
+        lifecycle.mark_done(s, spec.id, "media-buying", "omar")  # again: nothing new
+        events = s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "deliverable.done")).all()
+    assert [e.actor for e in events] == ["tom"]

@@ -106,10 +106,11 @@ def status(
         return
     from rich.table import Table
 
-    table = Table("campaign", "status", "step", "waiting on", "overdue", box=None, pad_edge=False)
+    table = Table("campaign", "status", "step", "waiting on", "overdue", "SLA breaches", box=None, pad_edge=False)
     for row in data:
         waiting = "; ".join(f"#{g['gate']} {', '.join(g['on'])}" for g in row["waiting"]) or "—"
-        table.add_row(row["campaign"], row["status"], row["step"], waiting, "; ".join(row["overdue"]) or "—")
+        breaches = "; ".join(b["what"] or b["rule"] for b in row.get("sla_breaches", [])) or "—"
+        table.add_row(row["campaign"], row["status"], row["step"], waiting, "; ".join(row["overdue"]) or "—", breaches)
     out.print(table)
 
 
@@ -128,6 +129,10 @@ def _print_detail(info: dict, out) -> None:
         out.print("Overdue:")
         for d in late:
             out.print(f"  {d['key']} due {d['due']} ({d['owner']}, {d['status']})")
+    if info.get("sla_breaches"):
+        out.print("Client SLA breaches:")
+        for b in info["sla_breaches"]:
+            out.print(f"  {b['rule']}: {b['what'] or b['subject']} (due {b['due_at'][:16]})")
     out.print(f"Budget: {info['budget']['total']:,.2f} {info['budget']['currency']} ({', '.join(info['budget']['status'])})")
 
 
@@ -160,3 +165,18 @@ def demo(
     _finish(campaign.id, out)
     out.print(f"\nDemo {'finished' if result == 'completed' else result}. Try: campaignflow status; "
               f"campaignflow status {campaign.id}")
+
+
+@app.command()
+def done(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    deliverable: str = typer.Argument(..., help="Deliverable key, e.g. landing-page."),
+    person: str = typer.Option(..., "--as", help="Who says so: its owner or a campaign manager."),
+) -> None:
+    """Mark a deliverable done (published, bought, shipped); reminders about it stop."""
+    from campaignflow import db
+    from campaignflow.lifecycle import mark_done
+
+    with db.session(write=True) as s:
+        row = mark_done(s, campaign, deliverable, person)
+    console().print(f"{row.key} is done.")

@@ -126,9 +126,7 @@ class _Campaign:
         return answer
 
     def local_date(self, when: dt.datetime) -> dt.date:
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when.astimezone(self.zone).date()
+        return m.as_utc(when).astimezone(self.zone).date()
 
 
 def _state(today: dt.date, due: dt.date, soon_limit: dt.date) -> str | None:
@@ -282,7 +280,7 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         if due_at is not None:
             due_at = when(due_at)
             due = c.local_date(due_at)
-            overdue = now > (due_at if due_at.tzinfo else due_at.replace(tzinfo=UTC))
+            overdue = now > m.as_utc(due_at)
             state = "overdue" if overdue else _state(c.today, due, c.soon_limit)
         else:
             due = business_days_after(c.local_date(when(opened_at)), c.turnaround, c.holidays)

@@ -27,10 +27,6 @@ UTC = dt.timezone.utc
 LABELS = {"client_review": "client review turnaround", "publish": "publish after approval"}
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _late(delta: dt.timedelta) -> str:
     hours = int(delta.total_seconds() // 3600)
     return f"{hours // 24} day(s) {hours % 24} hour(s)" if hours >= 24 else f"{max(hours, 0)} hour(s)"
@@ -65,7 +61,7 @@ def check(s: Session, now: dt.datetime | None = None) -> int:
             if not waiting:
                 continue
             zone = _zone(conf["calendar"]["timezone"])
-            opened = _aware(r.opened_at).astimezone(zone)
+            opened = m.as_utc(r.opened_at).astimezone(zone)
             due_day = business_days_after(opened.date(), r.sla_review_days, _holidays(tuple(conf["calendar"]["holidays"])))
             due = dt.datetime.combine(due_day, opened.time(), tzinfo=zone).astimezone(UTC)
             if now > due:
@@ -86,7 +82,7 @@ def check(s: Session, now: dt.datetime | None = None) -> int:
         for r in rows:
             if r.approved_at is None:
                 continue
-            due = _aware(r.approved_at) + dt.timedelta(days=r.sla_publish_days)
+            due = m.as_utc(r.approved_at) + dt.timedelta(days=r.sla_publish_days)
             if now > due:
                 found.append({"campaign_id": r.campaign_id, "rule": "publish", "subject": r.key, "due_at": due,
                               "what": f"publishing {r.name}", "waiting_on": [r.owner], "days": r.sla_publish_days,
@@ -107,6 +103,6 @@ def breaches(s: Session, campaign_id: str | None = None) -> list[dict[str, Any]]
     if campaign_id:
         query = query.where(SlaBreach.campaign_id == campaign_id)
     return [{"campaign": b.campaign_id, "rule": b.rule, "subject": b.subject,
-             "due_at": _aware(b.due_at).isoformat(), "detected_at": _aware(b.detected_at).isoformat(),
+             "due_at": m.as_utc(b.due_at).isoformat(), "detected_at": m.as_utc(b.detected_at).isoformat(),
              "what": b.detail.get("what", ""), "waiting_on": b.detail.get("waiting_on", [])}
             for b in s.execute(query).scalars()]
