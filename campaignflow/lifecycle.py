@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlmodel import Session, select
 
@@ -334,12 +333,11 @@ def measurement(s: Session, campaign_id: str, as_of: dt.date | None = None) -> S
         written += result.rows_written
         refreshed.append(result.summary())
     report = metrics.campaign_report(s, campaign_id, as_of)
-    off_track = metrics.flag_off_track(s, campaign_id, report)
+    metrics.flag_off_track(s, campaign_id, report)
     md = measurement_page(spec.name, report, refreshed, problems)
-    audit(s, campaign_id, "measurement.reported", f"{report['days_with_data']} day(s)", rows_written=written,
-          off_track=[g["name"] for g in report["goals"] if g["status"] == "off track"], as_of=report["as_of"],
-          stale_sources=problems)
     behind = [g["name"] for g in report["goals"] if g["status"] == "off track"]
+    audit(s, campaign_id, "measurement.reported", f"{report['days_with_data']} day(s)", rows_written=written,
+          off_track=behind, as_of=report["as_of"], stale_sources=problems)
     state = f"; OFF TRACK: {', '.join(behind)}" if behind else "; all goals on track" if report["goals"] else ""
     stale = f"; not refreshed: {', '.join(p.split(':')[0] for p in problems)}" if problems else ""
     t = report["to_date"]

@@ -9,30 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes for what was stored as UTC; make them aware again."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
-def _ts(**kw: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)
-
-
-def _opt_ts(**kw: Any) -> Any:
-    return Field(default=None, sa_type=DateTime(timezone=True), **kw)
-
-
-def _json(default: Any = None) -> Any:
-    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default or {}))
-    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+from campaignflow.columns import as_utc, utcnow  # noqa: F401  (re-exported: m.utcnow, m.as_utc)
+from campaignflow.columns import json_column as _json, optional_timestamp as _opt_ts, timestamp as _ts
 
 
 STEPS = ("goals", "audience", "budget", "timeline", "content", "reviews", "measurement")

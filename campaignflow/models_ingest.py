@@ -5,12 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
 
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+from campaignflow.columns import timestamp
 
 
 class IngestCursor(SQLModel, table=True):
@@ -24,7 +21,7 @@ class IngestCursor(SQLModel, table=True):
     kind: str
     last_date: Optional[dt.date] = None
     last_run_id: Optional[int] = None
-    updated_at: dt.datetime = Field(default_factory=_utcnow, sa_type=DateTime(timezone=True))
+    updated_at: dt.datetime = timestamp()
 
 
 class IngestionRun(SQLModel, table=True):
@@ -38,8 +35,8 @@ class IngestionRun(SQLModel, table=True):
     status: str = "succeeded"  # succeeded|failed
     since: Optional[dt.date] = None
     until: Optional[dt.date] = None
-    started_at: dt.datetime = Field(default_factory=_utcnow, sa_type=DateTime(timezone=True))
-    finished_at: dt.datetime = Field(default_factory=_utcnow, sa_type=DateTime(timezone=True))
+    started_at: dt.datetime = timestamp()
+    finished_at: dt.datetime = timestamp()
     requests: int = 0
     retries: int = 0
     rows_fetched: int = 0

@@ -15,17 +15,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, DateTime, Index
 from sqlmodel import Field, SQLModel
 
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _ts(**kw: Any) -> Any:
-    return Field(default_factory=_utcnow, sa_type=DateTime(timezone=True), **kw)
-
-
-def _opt_ts(**kw: Any) -> Any:
-    return Field(default=None, sa_type=DateTime(timezone=True), **kw)
+from campaignflow.columns import optional_timestamp as _opt_ts, timestamp as _ts
 
 
 OUTBOX_STATUSES = ("pending", "sending", "sent", "dead")

@@ -168,7 +168,7 @@ class MeasurementSource(Strict):
                     if ours not in self.GA4_METRICS:
                         problems.append(f"columns.{ours}: GA4 metrics map onto {', '.join(self.GA4_METRICS)}")
             elif self.columns:
-                problems.append(f"columns: only csv and ga4 sources take a column mapping")
+                problems.append("columns: only csv and ga4 sources take a column mapping")
         if self.conversion_actions and self.kind != "meta":
             problems.append("conversion_actions: only meta sources count conversions from action types")
         if self.base_url and not re.match(r"https?://[^\s/]+", self.base_url):

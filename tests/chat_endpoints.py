@@ -166,7 +166,7 @@ def register(data: dict, url: str | None = None):
 
 def open_gate(campaign_id: str, key: str, approvers: list[str], *, kind: str = "goals", title: str | None = None,
               opened_at=None, due_at=None, submitted_by: str = "maria", subject: str = "", url: str | None = None) -> int:
-    from campaignflow import db, models as m, store
+    from campaignflow import db, store
 
     utc = __import__("datetime").timezone.utc
     due_at = due_at.astimezone(utc) if due_at is not None else None  # the store keeps UTC

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from campaignflow import db, ingest, settings
-from campaignflow.connectors.base import AuthError, MalformedResponse, RetriesExhausted, SourceError
+from campaignflow.connectors.base import AuthError, MalformedResponse, RetriesExhausted
 from campaignflow.errors import UserError
 from ingest_helpers import API_PATH, SleepLog, cursor, register, rows, run, runs, start_of
 from platform_servers import (PlatformServer, days, ga4_row, google_ads_row, meta_row, meta_throttle)

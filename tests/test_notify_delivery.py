@@ -53,7 +53,7 @@ def test_gate_waiting_and_decision_reach_chat_and_email(home, chat, mail):
     report = service.run_once(registry, reminders=False)
     assert report.delivery.sent == len(outbox_rows()) > 0
     # priya reads email: the approval request arrives in her inbox through SMTP
-    assert mail.subjects() == [f"[Northwind Q1 2027 webinar launch] waiting for your approval: Approve goals"]
+    assert mail.subjects() == ["[Northwind Q1 2027 webinar launch] waiting for your approval: Approve goals"]
     assert f"campaignflow approve {gate_id} --as HANDLE" in mail.bodies()[0]
     assert mail.envelopes[0][1] == ["priya@northwind.example"]
 

@@ -12,7 +12,7 @@ from campaignflow import db, models as m
 from campaignflow.models_notify import OutboxMessage
 from campaignflow.notify import service
 from campaignflow.notify.channels import load_local
-from chat_endpoints import ChatServer, MailServer, free_port, notify_spec, open_gate, register
+from chat_endpoints import free_port, notify_spec, open_gate, register
 from conftest import cli
 
 TOKEN = "T0KEN4711xyzSECRET"

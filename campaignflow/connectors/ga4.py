@@ -7,7 +7,6 @@ string; offset/limit paging until `rowCount`; quota exhaustion is a 429
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Iterator
 
 from campaignflow.connectors import google

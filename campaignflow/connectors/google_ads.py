@@ -7,7 +7,6 @@ Money comes in micros of the account currency (`customer.currency_code`).
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Iterator
 
 from campaignflow.connectors import google

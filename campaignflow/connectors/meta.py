@@ -9,7 +9,6 @@ comes as error codes 4, 17, 32, 613 or 80000-80014, with the wait in the
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Iterator
 

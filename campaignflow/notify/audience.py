@@ -78,8 +78,6 @@ def _quiet(hours: Any) -> list[str] | None:
 
 def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Resolved settings of many campaigns in two queries; stale or missing cache rows are rebuilt."""
-    from campaignflow.store import campaign_spec
-
     ids = sorted(set(campaign_ids))
     if not ids:
         return {}

@@ -369,7 +369,6 @@ def _save_states(s: Session, states: list[tuple]) -> None:
         return
     dialect = s.get_bind().dialect.name
     if dialect == "sqlite":
-        # Straight to the driver: 100,000 rows through the ORM's parameter processing cost more than the write.
         # Straight to the driver: SQLAlchemy's per-row parameter processing would cost more than the write.
         cursor = s.connection().connection.dbapi_connection.cursor()
         try:
