@@ -621,6 +621,12 @@ def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
                          ("approvals.budget", a.budget), ("approvals.reviews", a.reviews)):
         if timing.escalate_to is not None:
             check_refs(f"{path}.escalate_to", timing.escalate_to)
+        on_timeout = timing.on_timeout or a.defaults.on_timeout
+        if on_timeout == "escalate" and not (timing.escalate_to or a.defaults.escalate_to):
+            problems.append(f"{path}.on_timeout: escalate needs `escalate_to` (here or in approvals.defaults): "
+                            "the people or roles who join the gate when it is late")
+        if timing.on_timeout not in (None, "wait") and not (timing.due_days or a.defaults.due_days):
+            problems.append(f"{path}.on_timeout: {timing.on_timeout} needs `due_days` (here or in approvals.defaults)")
     if a.reviews.quorum is not None and a.reviews.policy != "quorum":
         problems.append("approvals.reviews.quorum: only used with `policy: quorum`")
     for i, d in enumerate(spec.deliverables):

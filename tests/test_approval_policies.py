@@ -226,6 +226,9 @@ POLICY_MISTAKES = [
     ({"approvers": ["cmo"], "on_reject": "drop"}, "approvals.goals.on_reject: a rejected goals gate stops the campaign"),
     ({"approvers": ["cmo"], "on_timeout": "escalate", "due_days": 2, "escalate_to": ["cfo"]},
      "approvals.goals.escalate_to[0]: 'cfo' is neither a person"),
+    ({"approvers": ["cmo"], "on_timeout": "escalate", "due_days": 2},
+     "approvals.goals.on_timeout: escalate needs `escalate_to`"),
+    ({"approvers": ["cmo"], "on_timeout": "approve"}, "approvals.goals.on_timeout: approve needs `due_days`"),
 ]
 
 
