@@ -56,9 +56,10 @@ class NotifyCursor(SQLModel, table=True):
 class ReminderState(SQLModel, table=True):
     """How often an open item (gate or deliverable) has been reminded, for cadence and escalation."""
 
+    __table_args__ = {"sqlite_with_rowid": False}
     item_kind: str = Field(primary_key=True, max_length=12)  # gate|deliverable
     item_id: int = Field(primary_key=True)
-    campaign_id: str = Field(index=True)
+    campaign_id: str
     reminders: int = 0
     last_reminded_on: Optional[dt.date] = None
     level: int = 0  # escalation level reached (0: only the people the item waits on)

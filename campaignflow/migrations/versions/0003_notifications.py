@@ -60,8 +60,8 @@ def upgrade() -> None:
         sa.Column("last_reminded_on", sa.Date(), nullable=True),
         sa.Column("level", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("item_kind", "item_id"),
+        sqlite_with_rowid=False,  # the key is the row: one B-tree to write per reminder, not two
     )
-    op.create_index("ix_reminderstate_campaign_id", "reminderstate", ["campaign_id"])
 
     op.create_table(
         "slabreach",
@@ -96,7 +96,6 @@ def downgrade() -> None:
     op.drop_index("uq_sla_breach", table_name="slabreach")
     op.drop_index("ix_slabreach_campaign_id", table_name="slabreach")
     op.drop_table("slabreach")
-    op.drop_index("ix_reminderstate_campaign_id", table_name="reminderstate")
     op.drop_table("reminderstate")
     op.drop_table("notifycursor")
     op.drop_index("ix_outbox_status_next", table_name="outboxmessage")
