@@ -180,9 +180,13 @@ def decide(s: Session, gate_ref: str | int, person: str, outcome: str, comment: 
 def _close_if_decided(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], actor: str) -> None:
     status = evaluate(gate, decisions)
     if status != "open":
-        gate.status, gate.closed_at = status, m.utcnow()
-        s.add(gate)
-        audit(s, gate.campaign_id, "gate.closed", gate.key, actor=actor, status=status, gate_id=gate.id)
+        _close(s, gate, status, actor, m.utcnow())
+
+
+def _close(s: Session, gate: m.ApprovalGate, status: str, actor: str, at: dt.datetime) -> None:
+    gate.status, gate.closed_at = status, at
+    s.add(gate)
+    audit(s, gate.campaign_id, "gate.closed", gate.key, actor=actor, status=status, gate_id=gate.id)
 
 
 def _result(gate: m.ApprovalGate, decisions: list[m.Decision], recorded: bool) -> DecisionResult:
@@ -255,9 +259,7 @@ def apply_timeouts(s: Session, now: dt.datetime | None = None, gate_ids: list[in
             s.flush()
             audit(s, gate.campaign_id, "gate.timed_out", gate.key, outcome=outcome, due_at=gate.due_at.isoformat(),
                   gate_id=gate.id)
-            gate.status, gate.closed_at = OUTCOMES[outcome], now
-            s.add(gate)
-            audit(s, gate.campaign_id, "gate.closed", gate.key, status=gate.status, gate_id=gate.id)
+            _close(s, gate, OUTCOMES[outcome], "engine", now)
             changed.append(_result(gate, decisions + [decision], recorded=True))
         elif gate.on_timeout == "escalate":
             joining = [p for p in gate.escalate_to if p not in gate.approvers]
@@ -276,9 +278,14 @@ def apply_timeouts(s: Session, now: dt.datetime | None = None, gate_ids: list[in
 
 # -- reading -----------------------------------------------------------------------------------
 
-def pending_for(s: Session, person: str | None = None) -> list[tuple[m.ApprovalGate, list[str]]]:
-    """Open gates with the approvers still to decide; with `person`, those waiting on them or on whom they stand in for."""
-    gates = list(s.exec(select(m.ApprovalGate).where(m.ApprovalGate.status == "open").order_by(m.ApprovalGate.id)))
+def pending_for(s: Session, person: str | None = None,
+                campaign_id: str | None = None) -> list[tuple[m.ApprovalGate, list[str]]]:
+    """Open gates with the approvers still to decide; with `person`, those waiting on them or on whom they
+    stand in for; with `campaign_id`, one campaign's."""
+    query = select(m.ApprovalGate).where(m.ApprovalGate.status == "open").order_by(m.ApprovalGate.id)
+    if campaign_id is not None:
+        query = query.where(m.ApprovalGate.campaign_id == campaign_id)
+    gates = list(s.exec(query))
     if not gates:
         return []
     by_gate: dict[int, list[m.Decision]] = {}

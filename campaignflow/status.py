@@ -22,8 +22,8 @@ def _gate_dict(gate: m.ApprovalGate, left: list[str]) -> dict[str, Any]:
             "opened_at": gate.opened_at.isoformat(), "due_at": gate.due_at.isoformat() if gate.due_at else None}
 
 
-def pending_approvals(s: Session, person: str | None = None) -> list[dict[str, Any]]:
-    return [_gate_dict(g, left) for g, left in pending_for(s, person)]
+def pending_approvals(s: Session, person: str | None = None, campaign_id: str | None = None) -> list[dict[str, Any]]:
+    return [_gate_dict(g, left) for g, left in pending_for(s, person, campaign_id)]
 
 
 def _overdue(s: Session, today: dt.date, campaign_id: str | None = None) -> list[m.Deliverable]:
@@ -67,6 +67,7 @@ def detail(s: Session, campaign_id: str, today: dt.date | None = None) -> dict[s
     deliverables = list(s.exec(select(m.Deliverable).where(m.Deliverable.campaign_id == c.id).order_by(m.Deliverable.id)))
     budget = list(s.exec(select(m.BudgetLine).where(m.BudgetLine.campaign_id == c.id)))
     goals = list(s.exec(select(m.Goal).where(m.Goal.campaign_id == c.id)))
+    late = {d.id for d in _overdue(s, today, c.id)}
     return {
         "campaign": c.id, "name": c.name, "client": c.client, "status": c.status, "step": c.current_step,
         "start": str(c.start), "end": str(c.end), "flow_run_id": c.flow_run_id,
@@ -78,9 +79,9 @@ def detail(s: Session, campaign_id: str, today: dt.date | None = None) -> dict[s
                    "status": sorted({b.status for b in budget})},
         "deliverables": [{"key": d.key, "owner": d.owner, "start": str(d.start) if d.start else None,
                           "due": str(d.due) if d.due else None, "critical": d.critical, "status": d.status,
-                          "overdue": bool(d.due and d.due < today and d.status not in ("approved", "done", "dropped"))}
+                          "overdue": d.id in late}
                          for d in deliverables],
-        "waiting": [g for g in pending_approvals(s) if g["campaign"] == c.id],
+        "waiting": pending_approvals(s, campaign_id=c.id),
         "sla_breaches": _sla_breaches(s, c.id).get(c.id, []),
     }
 

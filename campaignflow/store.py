@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -153,13 +153,6 @@ def find_gate(s: Session, ref: str | int, lock: bool = False) -> m.ApprovalGate:
 
 def gate_decisions(s: Session, gate_id: int) -> list[m.Decision]:
     return list(s.exec(select(m.Decision).where(m.Decision.gate_id == gate_id).order_by(m.Decision.decided_at)))
-
-
-def open_gates(s: Session, campaign_ids: Iterable[str] | None = None) -> list[m.ApprovalGate]:
-    query = select(m.ApprovalGate).where(m.ApprovalGate.status == "open").order_by(m.ApprovalGate.opened_at)
-    if campaign_ids is not None:
-        query = query.where(m.ApprovalGate.campaign_id.in_(list(campaign_ids)))
-    return list(s.exec(query))
 
 
 def attach_flow_run(s: Session, gate_id: int, flow_run_id: str) -> None:

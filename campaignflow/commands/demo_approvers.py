@@ -42,7 +42,7 @@ class DemoApprovers:
 
         while not self.stop.wait(self.pause):
             with db.session() as s:
-                pending = [(g, left) for g, left in pending_for(s) if g.campaign_id == self.campaign_id]
+                pending = pending_for(s, campaign_id=self.campaign_id)
             if not pending:
                 continue
             gate, left = pending[0]
