@@ -20,6 +20,7 @@ from pydantic import Field
 from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
+from sqlmodel import select
 
 from campaignflow import db, models as m, settings
 from campaignflow.approvals import DecisionResult, apply_timeouts, decide, waiting_on
@@ -70,7 +71,7 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
     run_id, deployed = str(run.id), run.deployment_id is not None
     refused = 0
     while True:
-        _apply_due_timeouts(gate_ids)
+        _apply_due_timeouts(_load(gate_ids))
         gates = [_read(gid) for gid in gate_ids]
         if any(g.status != "open" for g, _ in gates):
             return {g.id: g.status for g, _ in gates}
@@ -119,21 +120,29 @@ def _resume_input(gate_id: int) -> dict:
     return {"gate": gate_id, "decision": last.outcome, "person": last.person, "comment": last.comment}
 
 
-def _apply_due_timeouts(gate_ids: list[int]) -> None:
+def _load(gate_ids: list[int]) -> list[m.ApprovalGate]:
+    with db.session() as s:
+        return list(s.exec(select(m.ApprovalGate).where(m.ApprovalGate.id.in_(gate_ids))))
+
+
+def _apply_due_timeouts(gates: list[m.ApprovalGate]) -> bool:
     """Act on a due date that passed; the write lock is taken only when there is something to do."""
     now = m.utcnow()
-    due = [g for g, _ in map(_read, gate_ids)
+    due = [g.id for g in gates
            if g.status == "open" and g.on_timeout != "wait" and g.due_at and m.as_utc(g.due_at) <= now]
     if due:
         with db.session(write=True) as s:
-            apply_timeouts(s, now, gate_ids=[g.id for g in due])
+            apply_timeouts(s, now, gate_ids=due)
+    return bool(due)
 
 
 def _resume_when_closed(gate_ids: list[int], run_id: str, stop: threading.Event) -> None:
     """Beside a pause: apply due-date timeouts, and resume the run once a gate is closed in the store."""
     while not stop.wait(settings.gate_poll_seconds()):
-        _apply_due_timeouts(gate_ids)
-        closed = [gid for gid in gate_ids if _read(gid)[0].status != "open"]
+        gates = _load(gate_ids)  # one query a poll, whatever the number of gates
+        if _apply_due_timeouts(gates):
+            gates = _load(gate_ids)
+        closed = [g.id for g in gates if g.status != "open"]
         if closed and resume_waiting_run(run_id, _resume_input(closed[0])):
             return
 
