@@ -135,7 +135,7 @@ def main() -> None:
         from sqlalchemy import delete
 
         from campaignflow import db
-        from campaignflow.models_notify import NotifySettings, OutboxMessage, ReminderState
+        from campaignflow.models_notify import REMINDER_TABLES, NotifySettings, OutboxMessage
 
         horizon = now + dt.timedelta(days=calendar_span(2))
         baseline_select(url, horizon)  # warm the page cache for both sides alike
@@ -144,7 +144,8 @@ def main() -> None:
         first_s = second_s = float("inf")
         for _ in range(args.repeat):
             with db.session(url, write=True) as s:  # back to a morning where nobody was reminded yet
-                s.execute(delete(ReminderState))
+                for table in REMINDER_TABLES.values():
+                    s.execute(delete(table))
                 s.execute(delete(OutboxMessage))
             start = time.perf_counter()
             first = service.run_sweep(registry, now, url)

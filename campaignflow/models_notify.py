@@ -53,16 +53,25 @@ class NotifyCursor(SQLModel, table=True):
     updated_at: dt.datetime = _ts()
 
 
-class ReminderState(SQLModel, table=True):
-    """How often an open item (gate or deliverable) has been reminded, for cadence and escalation."""
+class ReminderCount(SQLModel):
+    """How often an open item has been reminded, for cadence and escalation (one table per kind of item)."""
 
-    __table_args__ = {"sqlite_with_rowid": False}
-    item_kind: str = Field(primary_key=True, max_length=12)  # gate|deliverable
-    item_id: int = Field(primary_key=True)
-    campaign_id: str
     reminders: int = 0
     last_reminded_on: Optional[dt.date] = None
     level: int = 0  # escalation level reached (0: only the people the item waits on)
+
+
+# Keyed by the item's own integer id: on SQLite that is the rowid, which makes the sweep's upsert of
+# tens of thousands of rows a third cheaper than a (kind, id) key.
+class GateReminder(ReminderCount, table=True):
+    gate_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+
+
+class DeliverableReminder(ReminderCount, table=True):
+    deliverable_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+
+
+REMINDER_TABLES: dict[str, type[ReminderCount]] = {"gate": GateReminder, "deliverable": DeliverableReminder}
 
 
 class SlaBreach(SQLModel, table=True):

@@ -20,18 +20,21 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import heapq
-import time
 import json
+import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from operator import itemgetter
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, func, or_, select, text, type_coerce
+from sqlalchemy import String, func, or_, select, text, type_coerce
 from sqlmodel import Session
 
 from campaignflow import links
 from campaignflow import models as m
-from campaignflow.models_notify import NotifySettings, ReminderState
+from campaignflow.models_notify import REMINDER_TABLES, DeliverableReminder, GateReminder, NotifySettings
 from campaignflow.notify.audience import Audience, _holidays, _zone, ensure_settings, settings_for
 from campaignflow.notify.channels import ChannelRegistry
 from campaignflow.notify.outbox import Message, enqueue
@@ -83,28 +86,87 @@ def calendar_span(business_days: int) -> int:
     return business_days * 7 // 5 + 6
 
 
-class _Campaign:
-    """Per-campaign numbers computed once per sweep, and per-person answers cached for the whole sweep."""
+class _Digest:
+    """One channel's digest: its reminder lines, and who reads it."""
 
-    __slots__ = ("aud", "rules", "zone", "holidays", "today", "soon_limit", "cadence_cut", "now", "people",
-                 "levels", "every", "turnaround", "digest", "muted", "name", "today_iso", "cid", "reach")
+    __slots__ = ("entries", "people", "campaigns", "templates")
+
+    def __init__(self, templates: str | None):
+        self.entries: list[Entry] = []
+        self.people: dict[str, str] = {}  # handle -> name, in the order they first appear
+        self.campaigns: set[str] = set()
+        self.templates = templates
+
+
+class _StoreForm:
+    """Dates and instants in the form the store returns them, so the sweep compares them without parsing.
+
+    On SQLite that is ISO text, which compares and sorts like the values (every instant is written by
+    SQLAlchemy as UTC 'YYYY-MM-DD HH:MM:SS.ffffff'); elsewhere the driver's own date and datetime objects."""
+
+    def __init__(self, raw: bool):
+        self.raw = raw
+
+    def date(self, day: dt.date) -> Any:
+        return day.isoformat() if self.raw else day
+
+    def instant(self, when: dt.datetime) -> Any:
+        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if self.raw else when
+
+    def read_date(self, value: Any) -> dt.date:
+        return dt.date.fromisoformat(value) if self.raw else value
+
+    def read_instant(self, value: Any) -> dt.datetime:
+        return dt.datetime.fromisoformat(value).replace(tzinfo=UTC) if self.raw else m.as_utc(value)
+
+
+class _LocalDays:
+    """One time zone's calendar days around today, each with the instant it starts at (in the store's form):
+    an instant's local day is then a binary search rather than a time zone conversion."""
+
+    SPAN = 90  # days either side of today; an instant outside is converted the slow way
+
+    def __init__(self, zone: ZoneInfo, today: dt.date, form: _StoreForm):
+        self.zone, self.form = zone, form
+        days = [today + dt.timedelta(days=i) for i in range(-self.SPAN, self.SPAN + 1)]
+        self.days = [form.date(d) for d in days]
+        self.starts = [form.instant(dt.datetime.combine(d, dt.time(), zone)) for d in days]
+
+    def day_of(self, instant: Any) -> Any:
+        """The local day (store form) of an instant (store form)."""
+        i = bisect_right(self.starts, instant)
+        if 0 < i < len(self.starts):
+            return self.days[i - 1]
+        return self.form.date(self.form.read_instant(instant).astimezone(self.zone).date())
+
+
+class _Campaign:
+    """Per-campaign numbers computed once per sweep, and per-person answers cached for the whole sweep.
+
+    Its days and instants are in the store's form (see _StoreForm), like the rows they are compared with."""
+
+    __slots__ = ("aud", "holidays", "today", "soon_limit", "cadence_cut", "now", "people", "calendars", "levels",
+                 "every", "turnaround", "digest", "muted", "name", "today_iso", "cid", "reach", "days", "form")
 
     def __init__(self, cid: str, settings: dict[str, Any], registry: ChannelRegistry, now: dt.datetime,
-                 reach: dict[tuple, bool]):
+                 reach: dict[tuple, bool], local_days: Callable[[ZoneInfo, dt.date], _LocalDays], form: _StoreForm):
         self.aud = Audience(cid, settings, registry)
         self.cid = cid
         self.reach = reach
+        self.form = form
         r = settings["reminders"]
-        self.rules = r
         cal = settings["calendar"]
-        self.zone = _zone(cal["timezone"])
+        zone = _zone(cal["timezone"])
         self.holidays = _holidays(tuple(cal["holidays"]))
-        self.today = now.astimezone(self.zone).date()
-        self.today_iso = self.today.isoformat()
-        self.soon_limit = business_days_after(self.today, r["due_soon_days"], self.holidays)
-        self.cadence_cut = business_days_before(self.today, r["every_days"], self.holidays)
+        today = now.astimezone(zone).date()
+        self.days = local_days(zone, today)
+        self.today_iso = today.isoformat()
+        self.today = form.date(today)
+        self.soon_limit = form.date(business_days_after(today, r["due_soon_days"], self.holidays))
+        self.cadence_cut = form.date(business_days_before(today, r["every_days"], self.holidays))
         self.now = now
-        self.people: dict[str, tuple[bool, str | None]] = {}
+        self.people: dict[str, tuple[bool, str | None, list | None]] = {}
+        self.calendars: dict[int, bool] = {}  # id of a calendar in the settings -> can its people be told now
         self.every = r["escalate_after"]
         self.levels = r["escalate_to"]
         self.turnaround = r["gate_turnaround_days"]
@@ -112,21 +174,53 @@ class _Campaign:
         self.muted = self.aud.muted("reminder")
         self.name = settings["name"]
 
-    def person(self, handle: str) -> tuple[bool, str | None]:
-        """(can be told now, channel or None to skip): business day and outside quiet hours where they are."""
+    def gate_due(self, due_at: Any, opened_at: Any) -> Any:
+        """A gate's local due day: that of its due time, else `gate_turnaround_days` business days after it opened."""
+        if due_at is not None:
+            return self.days.day_of(due_at)
+        opened = self.form.read_date(self.days.day_of(opened_at))
+        return self.form.date(business_days_after(opened, self.turnaround, self.holidays))
+
+    def person(self, handle: str, out: "_Outgoing") -> tuple[bool, str | None, list | None]:
+        """(can be told now, channel or None to skip, the list their reminder lines go to or None).
+
+        Can be told: a business day and outside quiet hours where they are."""
         answer = self.people.get(handle)
         if answer is None:
-            cal = self.aud.calendar(handle)
-            key = (cal["timezone"], tuple(cal.get("quiet") or ()), tuple(cal["holidays"]))
-            reachable = self.reach.get(key)
+            aud = self.aud
+            cal = aud.calendar(handle)
+            reachable = self.calendars.get(id(cal))
             if reachable is None:
-                reachable = self.reach[key] = (self.aud.is_workday(handle, self.now)
-                                           and self.aud.quiet_until(handle, self.now) is None)
-            answer = self.people[handle] = (reachable, self.aud.channel_for(handle) or self.aud.unrouted(handle))
+                key = (cal["timezone"], tuple(cal.get("quiet") or ()), tuple(cal["holidays"]))
+                reachable = self.reach.get(key)
+                if reachable is None:
+                    reachable = self.reach[key] = (aud.is_workday(handle, self.now)
+                                                   and aud.quiet_until(handle, self.now) is None)
+                self.calendars[id(cal)] = reachable
+            channel = aud.channel_for(handle) or aud.unrouted(handle)
+            lines = None
+            if reachable and channel is not None and not self.muted:
+                lines = out.lines_for(self, handle, channel)
+            answer = self.people[handle] = (reachable, channel, lines)
         return answer
 
-    def local_date(self, when: dt.datetime) -> dt.date:
-        return m.as_utc(when).astimezone(self.zone).date()
+
+class _Outgoing:
+    """Reminder lines on their way to messages: a digest per channel, or one message per line."""
+
+    def __init__(self):
+        self.digests: dict[str, _Digest] = {}
+        self.singles: list[Entry] = []
+
+    def lines_for(self, c: _Campaign, handle: str, channel: str) -> list[Entry]:
+        if not c.digest:
+            return self.singles
+        digest = self.digests.get(channel)
+        if digest is None:
+            digest = self.digests[channel] = _Digest(c.aud.settings.get("templates"))
+        digest.people.setdefault(handle, c.aud.name_of(handle))
+        digest.campaigns.add(c.cid)
+        return digest.entries
 
 
 def _state(today: dt.date, due: dt.date, soon_limit: dt.date) -> str | None:
@@ -139,14 +233,15 @@ def _state(today: dt.date, due: dt.date, soon_limit: dt.date) -> str | None:
     return None
 
 
-# An entry is one reminder line for one person: (campaign, handle, channel, kind, item id, key, title, due,
-# state, reminders so far, escalated?, the people it waits on).
+# An entry is one reminder line for one person: (0 if overdue else 1, due date as the store keeps it, kind,
+# item id, campaign, handle, channel, key, name, state, reminders so far, escalated?, the people it waits on or
+# None for the handle alone). Its first four fields order a digest: overdue first, then by due date.
 Entry = tuple
 
 
 def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None) -> SweepReport:
     """One reminder and SLA sweep over every open item; returns what it did."""
-    # The sweep builds ~10 objects per due item and frees them all at the end: the cyclic collector
+    # The sweep builds a few objects per due item and frees them all at the end: the cyclic collector
     # would otherwise walk the whole heap again and again meanwhile (a third of the time at 100k items).
     enabled = gc.isenabled()
     gc.disable()
@@ -178,22 +273,23 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     latest_today = max(now.astimezone(_zone(z)).date() for z in zones or {"UTC"})
     horizon = now + dt.timedelta(days=calendar_span(lead))
     opened_cut = horizon - dt.timedelta(days=turnaround)
-    G, D, RS = m.ApprovalGate, m.Deliverable, ReminderState
+    G, D = m.ApprovalGate, m.Deliverable
+    GR, DR = GateReminder, DeliverableReminder
     conn = s.connection()
 
-    def with_state(query, kind: str, id_col, campaign_col):
+    def not_reminded_today(query, state):
         # Campaigns with notifications switched off are dropped in memory (a few), not joined per row (many).
-        return (query.outerjoin(RS, and_(RS.item_kind == kind, RS.item_id == id_col))
-                .where(or_(RS.last_reminded_on.is_(None), RS.last_reminded_on < latest_today)))
+        return query.where(or_(state.last_reminded_on.is_(None), state.last_reminded_on < latest_today))
 
     # On SQLite, times and dates arrive as text and are parsed here: fromisoformat is many times faster
     # than a type processor per value, and approvers are decoded once, from their stored JSON text.
     raw = s.get_bind().dialect.name == "sqlite"
     as_text = (lambda col: type_coerce(col, String)) if raw else (lambda col: col)
-    when = dt.datetime.fromisoformat if raw else (lambda v: v)
-    day = dt.date.fromisoformat if raw else (lambda v: v)
-    gate_cols = (G.id, G.campaign_id, G.key, G.title, type_coerce(G.approvers, String), as_text(G.opened_at),
-                 as_text(G.due_at), RS.reminders, as_text(RS.last_reminded_on), RS.level)
+    form = _StoreForm(raw)
+    now_k = form.instant(now)
+    gate_query = (select(G.id, G.campaign_id, G.key, G.title, type_coerce(G.approvers, String), as_text(G.opened_at),
+                         as_text(G.due_at), GR.reminders, as_text(GR.last_reminded_on), GR.level)
+                  .outerjoin(GR, GR.gate_id == G.id))
 
     def fetch(stmt) -> list:
         if not raw:
@@ -205,9 +301,8 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         finally:
             cursor.close()
 
-    gate_rows = fetch(with_state(select(*gate_cols), "gate", G.id, G.campaign_id)
-                      .where(G.status == "open", G.due_at <= horizon))
-    gate_rows += fetch(with_state(select(*gate_cols), "gate", G.id, G.campaign_id)
+    gate_rows = fetch(not_reminded_today(gate_query, GR).where(G.status == "open", G.due_at <= horizon))
+    gate_rows += fetch(not_reminded_today(gate_query, GR)
                        .where(G.status == "open", G.due_at.is_(None), G.opened_at <= opened_cut))
     decided: dict[int, set[str]] = {}
     if gate_rows:
@@ -215,10 +310,10 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
                                         .join(G, G.id == m.Decision.gate_id).where(G.status == "open")):
             decided.setdefault(gid, set()).add(person)
     standing_in = _delegates(s, now)
-    deliverable_rows = fetch(with_state(
-        select(D.id, D.campaign_id, D.key, D.name, D.owner, as_text(D.due), RS.reminders, as_text(RS.last_reminded_on),
-               RS.level),
-        "deliverable", D.id, D.campaign_id).where(D.status.in_(("planned", "drafting")), D.due <= horizon.date()))
+    deliverable_rows = fetch(not_reminded_today(
+        select(D.id, D.campaign_id, D.key, D.name, D.owner, as_text(D.due), DR.reminders,
+               as_text(DR.last_reminded_on), DR.level).outerjoin(DR, DR.deliverable_id == D.id), DR)
+        .where(D.status.in_(("planned", "drafting")), D.due <= horizon.date()))
 
     clock("select")
     settings = settings_for(s, {r[1] for r in gate_rows} | {r[1] for r in deliverable_rows})
@@ -228,14 +323,25 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         gate_rows = [r for r in gate_rows if r[1] not in off]
         deliverable_rows = [r for r in deliverable_rows if r[1] not in off]
     reach: dict[tuple, bool] = {}  # (time zone, quiet hours, holidays) -> can people on it be told now
+    zones_days: dict[tuple, _LocalDays] = {}
+    out = _Outgoing()
     campaigns: dict[str, _Campaign] = {}
-    states: list[tuple] = []
-    entries: list[Entry] = []
-    escalations: list[tuple] = []
-    loads = json.loads
 
-    def remind(c: _Campaign, kind: str, item_id: int, key: str, title: str, due: dt.date, state: str,
-               base: list[str], reminders: int | None, last: dt.date | None, level_before: int | None) -> None:
+    def local_days(zone: ZoneInfo, today: dt.date) -> _LocalDays:
+        days = zones_days.get((zone, today))
+        if days is None:
+            days = zones_days[zone, today] = _LocalDays(zone, today, form)
+        return days
+
+    def campaign(cid: str) -> _Campaign:
+        c = campaigns[cid] = _Campaign(cid, settings[cid], registry, now, reach, local_days, form)
+        return c
+
+    states: dict[str, list[tuple]] = {"gate": [], "deliverable": []}
+    escalations: list[tuple] = []
+
+    def remind(c: _Campaign, kind: str, item_id: int, key: str, name: str, due: Any, state: str,
+               base: list[str], reminders: int | None, last: Any, level_before: int | None) -> None:
         report.checked += 1
         if last is not None and last > c.cadence_cut:
             return  # reminded recently enough
@@ -252,85 +358,75 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         people = c.people
         reached = []
         for h in everyone:
-            answer = people.get(h) or c.person(h)
+            answer = people.get(h) or c.person(h, out)
             if answer[0]:
-                reached.append((h, answer[1]))
+                reached.append((h, answer[1], answer[2]))
         if not reached:
             report.held += 1
             return
         report.reminded += 1
         before = level_before or 0
-        states.append((kind, item_id, c.cid, count, c.today_iso, level if level > before else before))
+        states[kind].append((item_id, count, c.today_iso, level if level > before else before))
         if level > before:
             report.escalated += 1
             escalations.append((c.cid, key, level, count, escalated, base))
-        if c.muted:
-            return
-        for handle, channel in reached:
-            if channel is not None:
-                entries.append((c, handle, channel, kind, item_id, key, title, due, state, count,
-                                escalated is not None and handle not in base, base))
+        rank = 0 if state == "overdue" else 1
+        for handle, channel, lines in reached:
+            if lines is not None:
+                lines.append((rank, due, kind, item_id, c, handle, channel, key, name, state, count,
+                              escalated is not None and handle not in base, base))
 
+    approver_lists: dict[str, list[str]] = {}  # stored JSON text -> list: a few distinct values, decoded once
     for gid, cid, key, title, approvers, opened_at, due_at, reminders, last, level in gate_rows:
-        c = campaigns.get(cid)
-        if c is None:
-            c = campaigns[cid] = _Campaign(cid, settings[cid], registry, now, reach)
-        if last is not None:
-            last = day(last)
-        if due_at is not None:
-            due_at = when(due_at)
-            due = c.local_date(due_at)
-            overdue = now > m.as_utc(due_at)
-            state = "overdue" if overdue else _state(c.today, due, c.soon_limit)
-        else:
-            due = business_days_after(c.local_date(when(opened_at)), c.turnaround, c.holidays)
-            state = _state(c.today, due, c.soon_limit)
+        c = campaigns.get(cid) or campaign(cid)
+        if not raw:
+            due_at, opened_at = (m.as_utc(v) if v is not None else None for v in (due_at, opened_at))
+        due = c.gate_due(due_at, opened_at)
+        state = "overdue" if due_at is not None and due_at < now_k else _state(c.today, due, c.soon_limit)
         if state is None:
             continue
+        if isinstance(approvers, str):
+            approvers = approver_lists.get(approvers) or approver_lists.setdefault(approvers, json.loads(approvers))
         done = decided.get(gid)
-        waiting = [standing_in.get(p, p) for p in (loads(approvers) if isinstance(approvers, str) else approvers)
-                   if not done or p not in done]
+        waiting = [standing_in.get(p, p) for p in approvers if not done or p not in done]
         if waiting:
-            remind(c, "gate", gid, key, title, due, state, waiting, reminders, last, level)
-    # Deliverables are most of the open items: a tight loop for the common case (one owner, no
-    # escalation yet) that compares dates as the store returns them (ISO text on SQLite).
-    key_of = (lambda d: d.isoformat()) if raw else (lambda d: d)
-    bounds: dict[str, tuple] = {}
+            remind(c, "gate", gid, key, title, due, state, list(dict.fromkeys(waiting)), reminders, last, level)
+    # Deliverables are most of the open items: a tight loop for the common case (one owner, no escalation yet).
+    checked = reminded = held = 0
+    deliverable_states = states["deliverable"]
     for did, cid, key, name, owner, due, reminders, last, level in deliverable_rows:
-        c = campaigns.get(cid)
-        if c is None:
-            c = campaigns[cid] = _Campaign(cid, settings[cid], registry, now, reach)
-        b = bounds.get(cid)
-        if b is None:
-            b = bounds[cid] = (key_of(c.today), key_of(c.soon_limit), key_of(c.cadence_cut))
-        today_k, soon_k, cut_k = b
-        if due > soon_k:
+        c = campaigns.get(cid) or campaign(cid)
+        today = c.today
+        if due > c.soon_limit:
             continue
-        state = "overdue" if due < today_k else "due today" if due == today_k else "due soon"
+        state = "overdue" if due < today else "due today" if due == today else "due soon"
         count = (reminders or 0) + 1
-        if count <= c.every and owner not in standing_in:
-            report.checked += 1
-            if last is not None and last > cut_k:
-                continue
-            ok, channel = c.people.get(owner) or c.person(owner)
-            if not ok:
-                report.held += 1
-                continue
-            report.reminded += 1
-            states.append(("deliverable", did, cid, count, c.today_iso, level or 0))
-            if channel is not None and not c.muted:
-                entries.append((c, owner, channel, "deliverable", did, key, f"{name} ({key})", day(due), state, count,
-                                False, [owner]))
+        if count > c.every or owner in standing_in:
+            remind(c, "deliverable", did, key, name, due, state, [standing_in.get(owner, owner)], reminders, last,
+                   level)
             continue
-        remind(c, "deliverable", did, key, f"{name} ({key})", day(due), state, [standing_in.get(owner, owner)],
-               reminders, day(last) if last is not None else None, level)
+        checked += 1
+        if last is not None and last > c.cadence_cut:
+            continue
+        ok, channel, lines = c.people.get(owner) or c.person(owner, out)
+        if not ok:
+            held += 1
+            continue
+        reminded += 1
+        deliverable_states.append((did, count, c.today_iso, level or 0))
+        if lines is not None:
+            lines.append((0 if due < today else 1, due, "deliverable", did, c, owner, channel, key, name, state,
+                          count, False, None))
+    report.checked += checked
+    report.reminded += reminded
+    report.held += held
 
     clock("decide")
     _save_states(s, states)
     clock("save states")
     for cid, key, level, count, escalated, base in escalations:
         audit(s, cid, "reminder.escalated", key, level=level, reminders=count, to=escalated, waiting_on=base)
-    messages = _messages(entries, now)
+    messages = _messages(out, now)
     clock("render")
     report.messages = enqueue(s, messages, {k: len(v) for k, v in registry.channels.items()}, now)
     report.breaches = sla.check(s, now)
@@ -364,90 +460,88 @@ def _delegates(s: Session, now: dt.datetime) -> dict[str, str]:
     return dict(rows)
 
 
-def _save_states(s: Session, states: list[tuple]) -> None:
-    if not states:
-        return
+def _save_states(s: Session, states: dict[str, list[tuple]]) -> None:
+    """Upsert (item id, reminders, day, level) rows into each kind's reminder table."""
     dialect = s.get_bind().dialect.name
-    if dialect == "sqlite":
-        # Straight to the driver: SQLAlchemy's per-row parameter processing would cost more than the write.
-        cursor = s.connection().connection.dbapi_connection.cursor()
-        try:
-            cursor.executemany(
-                "INSERT INTO reminderstate (item_kind, item_id, campaign_id, reminders, last_reminded_on, level) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (item_kind, item_id) DO UPDATE SET reminders = "
-                "excluded.reminders, last_reminded_on = excluded.last_reminded_on, level = excluded.level", states)
-        finally:
-            cursor.close()
-        return
-    rows = [{"item_kind": k, "item_id": i, "campaign_id": c, "reminders": n,
-             "last_reminded_on": dt.date.fromisoformat(d), "level": lv} for k, i, c, n, d, lv in states]
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+    for kind, rows in states.items():
+        if not rows:
+            continue
+        table = REMINDER_TABLES[kind].__table__
+        id_col = table.primary_key.columns.values()[0].name
+        if dialect == "sqlite":
+            # Straight to the driver: SQLAlchemy's per-row parameter processing would cost more than the write.
+            cursor = s.connection().connection.dbapi_connection.cursor()
+            try:
+                cursor.executemany(
+                    f"INSERT INTO {table.name} ({id_col}, reminders, last_reminded_on, level) VALUES (?, ?, ?, ?) "
+                    f"ON CONFLICT ({id_col}) DO UPDATE SET reminders = excluded.reminders, "
+                    "last_reminded_on = excluded.last_reminded_on, level = excluded.level", rows)
+            finally:
+                cursor.close()
+            continue
+        values = [{id_col: i, "reminders": n, "last_reminded_on": dt.date.fromisoformat(d), "level": lv}
+                  for i, n, d, lv in rows]
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
 
-        stmt = insert(ReminderState.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["item_kind", "item_id"],
-            set_={"reminders": stmt.excluded.reminders, "last_reminded_on": stmt.excluded.last_reminded_on,
-                  "level": stmt.excluded.level})
-        s.execute(stmt, rows)
-        return
-    for st in rows:
-        row = s.get(ReminderState, (st["item_kind"], st["item_id"])) or ReminderState(**st)
-        for k, v in st.items():
-            setattr(row, k, v)
-        s.add(row)
+            stmt = insert(table)
+            s.execute(stmt.on_conflict_do_update(
+                index_elements=[id_col],
+                set_={"reminders": stmt.excluded.reminders, "last_reminded_on": stmt.excluded.last_reminded_on,
+                      "level": stmt.excluded.level}), values)
+            continue
+        model = REMINDER_TABLES[kind]
+        for value in values:
+            row = s.get(model, value[id_col]) or model(**value)
+            for k, v in value.items():
+                setattr(row, k, v)
+            s.add(row)
 
 
 def _view(entry: Entry) -> dict[str, Any]:
-    c, handle, channel, kind, item_id, key, title, due, state, count, escalated, base = entry
-    names = [c.aud.name_of(h) for h in base]
+    _, due, kind, item_id, c, handle, channel, key, name, state, count, escalated, base = entry
+    names = [c.aud.name_of(h) for h in base or (handle,)]
     if kind == "gate":
+        title = name
         link = links.approval_link(item_id, handle, "approve")
         action = (f"please chase {', '.join(names)}" if escalated else
                   f"decide: {link}" if link else f"decide: campaignflow approve {item_id} --as {handle}")
     else:
+        title = f"{name} ({key})"
         action = (f"please check in with {', '.join(names)}" if escalated
                   else "finish it, or tell the campaign manager the new date")
-    return {"key": f"{kind}:{item_id}", "campaign": c.name, "campaign_id": c.aud.campaign_id, "title": title,
+    return {"key": f"{kind}:{item_id}", "campaign": c.name, "campaign_id": c.cid, "title": title,
             "state": state, "due": str(due), "reminders": count, "escalated": escalated, "waiting_on": names,
             "action": action, "kind": kind}
 
 
-def _messages(entries: list[Entry], now: dt.datetime) -> list[Message]:
+_DIGEST_ORDER = itemgetter(0, 1, 3)  # overdue first, then by due date, then by item
+
+
+def _messages(out: _Outgoing, now: dt.datetime) -> list[Message]:
     """Digest: one message per channel listing its people's items; otherwise one per item and channel."""
-    digests: dict[str, list[Entry]] = {}
-    out: list[Message] = []
-    for entry in entries:
-        c, handle, channel = entry[0], entry[1], entry[2]
-        if c.digest:
-            digests.setdefault(channel, []).append(entry)
-            continue
+    messages: list[Message] = []
+    for entry in out.singles:
+        c, handle, channel = entry[4], entry[5], entry[6]
         item = _view(entry)
         title, body = render("reminder", {"items": [item], "more": 0,
                                           "recipients": [{"handle": handle, "name": c.aud.name_of(handle)}]},
                              c.aud.settings.get("templates"))
-        out.append(_message(f"rem:{item['key']}:{item['reminders']}:{channel}", item["campaign_id"], handle, channel,
-                            title, body))
-    for channel, group in digests.items():
-        # Overdue first, then by due date: what matters most tops the list.
-        top = heapq.nsmallest(DIGEST_LIMIT, group, key=lambda e: (e[8] != "overdue", e[7], e[4]))
-        shown = [_view(e) for e in top]
-        people: dict[str, str] = {}
-        campaign_ids: set[str] = set()
-        for e in group:
-            if e[1] not in people:
-                people[e[1]] = e[0].aud.name_of(e[1])
-            campaign_ids.add(e[0].cid)
+        messages.append(_message(f"rem:{item['key']}:{item['reminders']}:{channel}", item["campaign_id"], handle,
+                                 channel, title, body))
+    for channel, digest in out.digests.items():
+        group = digest.entries
+        shown = [_view(e) for e in heapq.nsmallest(DIGEST_LIMIT, group, key=_DIGEST_ORDER)]
         title, body = render("digest", {"items": shown, "more": max(len(group) - DIGEST_LIMIT, 0),
                                         "count": len(group),
-                                        "recipients": [{"handle": h, "name": n} for h, n in people.items()]},
-                             group[0][0].aud.settings.get("templates"))
+                                        "recipients": [{"handle": h, "name": n} for h, n in digest.people.items()]},
+                             digest.templates)
         # Sweeps run one at a time and commit their reminder states with these rows, so a sweep can
         # never produce the same digest twice: the channel and the sweep's moment make the key.
-        out.append(_message(f"digest:{channel}:{now:%Y%m%dT%H%M%S.%f}",
-                            next(iter(campaign_ids)) if len(campaign_ids) == 1 else "", ", ".join(people), channel,
-                            title, body))
-    return out
+        campaign_id = next(iter(digest.campaigns)) if len(digest.campaigns) == 1 else ""
+        messages.append(_message(f"digest:{channel}:{now:%Y%m%dT%H%M%S.%f}", campaign_id, ", ".join(digest.people),
+                                 channel, title, body))
+    return messages
 
 
 def _message(key: str, campaign_id: str, recipient: str, channel: str, title: str, body: str) -> Message:
