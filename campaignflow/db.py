@@ -7,12 +7,14 @@ The schema is created and upgraded only by the migrations in migrations/.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import orjson
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
@@ -26,9 +28,19 @@ _lock = threading.Lock()
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _json_loads(text: str | bytes) -> Any:
+    """JSON columns are read with orjson (a sweep reads the settings of every campaign); Python's json reads
+    what only it writes (NaN, Infinity)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               json_deserializer=_json_loads)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -48,7 +60,7 @@ def _make_engine(url: str) -> Engine:
 
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_deserializer=_json_loads)
     except Exception as exc:  # a malformed URL or a missing driver
         raise UserError(f"CAMPAIGNFLOW_DATABASE_URL is not usable ({exc}); "
                         "use e.g. postgresql+psycopg://user@host/db or sqlite:///path.db") from None

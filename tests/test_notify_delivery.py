@@ -299,3 +299,18 @@ def test_a_failed_step_tells_the_campaign_and_account_managers(home, chat):
     title = "[Northwind Q1 2027 webinar launch] step measurement FAILED"
     assert arrived == {("/maria", title), ("/am", title)}
     assert "the Meta API refused the token" in chat.messages()[0]["message"]
+
+
+def test_a_message_whose_template_cannot_render_goes_out_plain_and_holds_up_nothing(home, chat, caplog):
+    from campaignflow.store import audit
+
+    registry = registry_for(chat)
+    cid = campaign()
+    with db.session() as s:  # an event that names no gate, for a template that shows the gate
+        audit(s, cid, "gate.timed_out", f"{cid}/budget", outcome="approve")
+    service.record_step_failure(cid, "measurement", "ConnectorError: the Meta API refused the token")
+    service.run_once(registry, reminders=False)
+    to_tom = [m["title"] for p, m in zip(chat.paths, chat.messages()) if p == "/am"]
+    assert to_tom == [f"[Northwind Q1 2027 webinar launch] gate.timed_out: {cid}/budget",
+                      "[Northwind Q1 2027 webinar launch] step measurement FAILED"]
+    assert "template gate.timed_out.j2 does not render" in caplog.text

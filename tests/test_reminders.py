@@ -219,3 +219,112 @@ def test_each_team_is_reminded_in_its_own_time_zone_and_calendar(home, chat):
     assert len(to(chat, "priya")) == 1
     sweep(registry, at(mon + dt.timedelta(days=1), 15))  # the client team's holiday
     assert len(to(chat, "priya")) == 1 and len(to(chat, "maria")) == 2
+
+
+def test_a_digest_lists_overdue_first_then_by_due_date_and_counts_the_rest(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    wed = mon + dt.timedelta(days=2)
+    cid = register(notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting"],
+                                "reminders": {"due_soon_days": 2}}, channels=CHANNELS))
+    for i in range(50):
+        open_gate(cid, f"later-{i}", ["maria"], kind="review", submitted_by="sam", title=f"Later {i}",
+                  due_at=at(wed, 12))
+    for key, title, due_at in (("tomorrow", "Due tomorrow", at(mon + dt.timedelta(days=1), 23, 30)),
+                               ("today", "Due tonight", at(mon, 23, 30)),
+                               ("late", "Late since last week", at(mon - dt.timedelta(days=5), 12)),
+                               ("spring", "Late since spring", at(mon - dt.timedelta(days=200), 0, 30))):
+        open_gate(cid, key, ["maria"], kind="review", submitted_by="sam", title=title, due_at=due_at)
+    sweep(registry, at(mon, 10))
+
+    [digest] = to(chat, "maria")
+    assert digest["title"] == "54 thing(s) waiting on Maria Lopez"
+    lines = [line for line in digest["message"].splitlines() if line.startswith("- ")]
+    assert len(lines) == 50
+    # Dates are Berlin days, however far back (00:30 in Berlin is the day before in UTC).
+    assert lines[0].endswith(f"Late since spring: overdue, due {mon - dt.timedelta(days=200)}")
+    assert lines[1].endswith(f"Late since last week: overdue, due {mon - dt.timedelta(days=5)}")
+    assert lines[2].endswith(f"Due tonight: due today, due {mon}")
+    assert lines[3].endswith(f"Due tomorrow: due soon, due {mon + dt.timedelta(days=1)}")
+    assert all(": due soon, due " + str(wed) in line for line in lines[4:])
+    assert "... and 4 more" in digest["message"]
+
+
+def test_two_approvers_handing_over_to_the_same_person_remind_them_once(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    cid = register(notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting"]}, channels=CHANNELS))
+    gate_id = open_gate(cid, "budget", ["priya", "felix"], due_at=at(mon, 17))
+    away = cli("delegate", "--as", "felix", "--to", "priya", "--from", str(mon - dt.timedelta(days=1)),
+               "--until", str(mon + dt.timedelta(days=7)))
+    assert away.returncode == 0, away.stderr
+
+    sweep(registry, at(mon, 10))
+    digest, handover = to(chat, "priya")  # the sweep queues its reminders before the events since the last pass
+    assert handover["title"] == "[Northwind Q1 2027 webinar launch] Felix Wong hands their approvals to you"
+    assert f"away from {mon - dt.timedelta(days=1)} to {mon + dt.timedelta(days=7)}" in handover["message"]
+    assert "campaignflow approvals --for priya" in handover["message"]
+    assert digest["title"] == "1 thing(s) waiting on Priya Shah"
+    assert digest["message"].count(f"campaignflow approve {gate_id} --as priya") == 1
+
+
+def test_an_overdue_deliverable_escalates_under_its_own_key(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    tue = mon + dt.timedelta(days=1)
+    cid = register(notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting"],
+                                "reminders": {"escalate_after": 1, "every_days": 1}}, channels=CHANNELS))
+    set_deliverable(cid, "messaging-brief", due=mon - dt.timedelta(days=3))
+
+    first = sweep(registry, at(mon, 10))
+    assert (first.sweep.reminded, first.sweep.escalated) == (1, 0) and to(chat, "tom") == []
+    second = sweep(registry, at(tue, 10))
+    assert (second.sweep.reminded, second.sweep.escalated) == (1, 1)
+    [tom] = to(chat, "tom")
+    assert "Messaging brief (messaging-brief): overdue" in tom["message"]
+    assert "ESCALATED after 2 reminders" in tom["message"] and "please check in with Sam" in tom["message"]
+    with db.session() as s:
+        from sqlmodel import select
+
+        from campaignflow import models as m
+
+        [event] = s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "reminder.escalated")).all()
+    assert event.subject == "messaging-brief" and event.detail["to"] == ["tom"]
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["sqlite-text", "datetime"])
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
+                                  "Pacific/Chatham", "UTC"])
+def test_local_days_agree_with_time_zone_conversion_across_daylight_saving_and_far_away(zone, raw):
+    from campaignflow.notify.reminders import _LocalDays, _StoreForm
+
+    tz, form = ZoneInfo(zone), _StoreForm(raw)
+    days = _LocalDays(tz, dt.date(2027, 3, 28), form)  # Europe's clocks go forward that night
+    start = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    for step in range(0, 3000):  # about 14 months, every 4 h 53 min: every hour of the day, both sides of the span
+        instant = start + dt.timedelta(minutes=293 * step)
+        assert days.day_of(form.instant(instant)) == form.date(instant.astimezone(tz).date()), instant
+
+
+def test_reminder_counts_survive_the_move_to_per_kind_tables(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from campaignflow import db
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        for revision in ("0002", "0003", "0004"):  # the store as the last release left it
+            command.upgrade(cfg, revision)
+        conn.execute(text("INSERT INTO reminderstate VALUES ('gate', 7, 'c', 3, '2027-01-04', 1), "
+                          "('deliverable', 7, 'c', 1, '2027-01-05', 0)"))
+    db.migrate(eng)
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT * FROM gatereminder")).all() == [(7, 3, "2027-01-04", 1)]
+        assert conn.execute(text("SELECT * FROM deliverablereminder")).all() == [(7, 1, "2027-01-05", 0)]
+        assert not conn.execute(text("SELECT name FROM sqlite_master WHERE name = 'reminderstate'")).all()

@@ -77,19 +77,23 @@ def _quiet(hours: Any) -> list[str] | None:
 
 
 def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Resolved settings of many campaigns in two queries; stale or missing cache rows are rebuilt."""
+    """Resolved settings of many campaigns in one query; stale or missing cache rows are rebuilt."""
     ids = sorted(set(campaign_ids))
     if not ids:
         return {}
     out: dict[str, dict[str, Any]] = {}
-    hashes: dict[str, str] = {}
+    stale: list[str] = []
+    existing: set[str] = set()  # stale campaigns that have a cache row to update
+    C, NS = m.Campaign, NotifySettings
     for chunk in _chunks(ids, 900):
-        hashes.update(s.execute(select(m.Campaign.id, m.Campaign.spec_hash).where(m.Campaign.id.in_(chunk))).all())
-        for cid, digest, data in s.execute(select(NotifySettings.campaign_id, NotifySettings.spec_hash,
-                                                  NotifySettings.settings).where(NotifySettings.campaign_id.in_(chunk))):
-            if hashes.get(cid) == digest:
+        for cid, current, data in s.execute(select(C.id, NS.spec_hash == C.spec_hash, NS.settings)
+                                            .outerjoin(NS, NS.campaign_id == C.id).where(C.id.in_(chunk))):
+            if current:
                 out[cid] = data
-    stale = [cid for cid in ids if cid not in out and cid in hashes]
+            else:
+                stale.append(cid)
+                if data is not None:
+                    existing.add(cid)
     if not stale:
         return out
     import yaml
@@ -97,10 +101,8 @@ def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str,
     from campaignflow.spec import validate_spec_data
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ten times faster on many specs
-    existing = set()
     rows = []
     for chunk in _chunks(stale, 900):
-        existing.update(s.execute(select(NotifySettings.campaign_id).where(NotifySettings.campaign_id.in_(chunk))).scalars())
         rows += s.execute(select(m.Campaign.id, m.Campaign.spec_text, m.Campaign.spec_dir, m.Campaign.spec_hash)
                           .where(m.Campaign.id.in_(chunk))).all()
     fresh, changed = [], []

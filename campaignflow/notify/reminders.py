@@ -25,7 +25,6 @@ import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import itemgetter
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -35,7 +34,7 @@ from sqlmodel import Session
 from campaignflow import links
 from campaignflow import models as m
 from campaignflow.models_notify import REMINDER_TABLES, DeliverableReminder, GateReminder, NotifySettings
-from campaignflow.notify.audience import Audience, _holidays, _zone, ensure_settings, settings_for
+from campaignflow.notify.audience import Audience, _chunks, _holidays, _zone, ensure_settings, settings_for
 from campaignflow.notify.channels import ChannelRegistry
 from campaignflow.notify.outbox import Message, enqueue
 from campaignflow.notify.templates import render
@@ -89,13 +88,14 @@ def calendar_span(business_days: int) -> int:
 class _Digest:
     """One channel's digest: its reminder lines, and who reads it."""
 
-    __slots__ = ("entries", "people", "campaigns", "templates")
+    __slots__ = ("entries", "people", "campaigns", "templates", "top")
 
     def __init__(self, templates: str | None):
         self.entries: list[Entry] = []
         self.people: dict[str, str] = {}  # handle -> name, in the order they first appear
         self.campaigns: set[str] = set()
         self.templates = templates
+        self.top: list[Entry] = []  # the lines the message lists
 
 
 class _StoreForm:
@@ -222,6 +222,12 @@ class _Outgoing:
         digest.campaigns.add(c.cid)
         return digest.entries
 
+    def shown(self) -> list[Entry]:
+        """Every line a message will show: each single, and each digest's first DIGEST_LIMIT."""
+        for digest in self.digests.values():
+            digest.top = heapq.nsmallest(DIGEST_LIMIT, digest.entries)
+        return self.singles + [e for d in self.digests.values() for e in d.top]
+
 
 def _state(today: dt.date, due: dt.date, soon_limit: dt.date) -> str | None:
     if today > due:
@@ -234,8 +240,9 @@ def _state(today: dt.date, due: dt.date, soon_limit: dt.date) -> str | None:
 
 
 # An entry is one reminder line for one person: (0 if overdue else 1, due date as the store keeps it, kind,
-# item id, campaign, handle, channel, key, name, state, reminders so far, escalated?, the people it waits on or
-# None for the handle alone). Its first four fields order a digest: overdue first, then by due date.
+# item id, handle, campaign, channel, state, reminders so far, escalated?, the people it waits on or None for
+# the handle alone). Entries order as a digest lists them: overdue first, then by due date, then by item.
+# (No channel has two entries for one item and person, so the comparison never reaches the campaign.)
 Entry = tuple
 
 
@@ -281,13 +288,14 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         # Campaigns with notifications switched off are dropped in memory (a few), not joined per row (many).
         return query.where(or_(state.last_reminded_on.is_(None), state.last_reminded_on < latest_today))
 
-    # On SQLite, times and dates arrive as text and are parsed here: fromisoformat is many times faster
-    # than a type processor per value, and approvers are decoded once, from their stored JSON text.
+    # On SQLite, times and dates arrive as text and are compared as text (see _StoreForm), and approvers
+    # are decoded once per distinct stored JSON text. Keys and titles are fetched later, only for the
+    # items a message shows.
     raw = s.get_bind().dialect.name == "sqlite"
     as_text = (lambda col: type_coerce(col, String)) if raw else (lambda col: col)
     form = _StoreForm(raw)
     now_k = form.instant(now)
-    gate_query = (select(G.id, G.campaign_id, G.key, G.title, type_coerce(G.approvers, String), as_text(G.opened_at),
+    gate_query = (select(G.id, G.campaign_id, type_coerce(G.approvers, String), as_text(G.opened_at),
                          as_text(G.due_at), GR.reminders, as_text(GR.last_reminded_on), GR.level)
                   .outerjoin(GR, GR.gate_id == G.id))
 
@@ -311,7 +319,7 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
             decided.setdefault(gid, set()).add(person)
     standing_in = _delegates(s, now)
     deliverable_rows = fetch(not_reminded_today(
-        select(D.id, D.campaign_id, D.key, D.name, D.owner, as_text(D.due), DR.reminders,
+        select(D.id, D.campaign_id, D.owner, as_text(D.due), DR.reminders,
                as_text(DR.last_reminded_on), DR.level).outerjoin(DR, DR.deliverable_id == D.id), DR)
         .where(D.status.in_(("planned", "drafting")), D.due <= horizon.date()))
 
@@ -340,8 +348,8 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     states: dict[str, list[tuple]] = {"gate": [], "deliverable": []}
     escalations: list[tuple] = []
 
-    def remind(c: _Campaign, kind: str, item_id: int, key: str, name: str, due: Any, state: str,
-               base: list[str], reminders: int | None, last: Any, level_before: int | None) -> None:
+    def remind(c: _Campaign, kind: str, item_id: int, due: Any, state: str, base: list[str],
+               reminders: int | None, last: Any, level_before: int | None) -> None:
         report.checked += 1
         if last is not None and last > c.cadence_cut:
             return  # reminded recently enough
@@ -369,15 +377,15 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         states[kind].append((item_id, count, c.today_iso, level if level > before else before))
         if level > before:
             report.escalated += 1
-            escalations.append((c.cid, key, level, count, escalated, base))
+            escalations.append((c.cid, kind, item_id, level, count, escalated, base))
         rank = 0 if state == "overdue" else 1
         for handle, channel, lines in reached:
             if lines is not None:
-                lines.append((rank, due, kind, item_id, c, handle, channel, key, name, state, count,
+                lines.append((rank, due, kind, item_id, handle, c, channel, state, count,
                               escalated is not None and handle not in base, base))
 
     approver_lists: dict[str, list[str]] = {}  # stored JSON text -> list: a few distinct values, decoded once
-    for gid, cid, key, title, approvers, opened_at, due_at, reminders, last, level in gate_rows:
+    for gid, cid, approvers, opened_at, due_at, reminders, last, level in gate_rows:
         c = campaigns.get(cid) or campaign(cid)
         if not raw:
             due_at, opened_at = (m.as_utc(v) if v is not None else None for v in (due_at, opened_at))
@@ -390,11 +398,11 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         done = decided.get(gid)
         waiting = [standing_in.get(p, p) for p in approvers if not done or p not in done]
         if waiting:
-            remind(c, "gate", gid, key, title, due, state, list(dict.fromkeys(waiting)), reminders, last, level)
+            remind(c, "gate", gid, due, state, list(dict.fromkeys(waiting)), reminders, last, level)
     # Deliverables are most of the open items: a tight loop for the common case (one owner, no escalation yet).
     checked = reminded = held = 0
     deliverable_states = states["deliverable"]
-    for did, cid, key, name, owner, due, reminders, last, level in deliverable_rows:
+    for did, cid, owner, due, reminders, last, level in deliverable_rows:
         c = campaigns.get(cid) or campaign(cid)
         today = c.today
         if due > c.soon_limit:
@@ -402,8 +410,7 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         state = "overdue" if due < today else "due today" if due == today else "due soon"
         count = (reminders or 0) + 1
         if count > c.every or owner in standing_in:
-            remind(c, "deliverable", did, key, name, due, state, [standing_in.get(owner, owner)], reminders, last,
-                   level)
+            remind(c, "deliverable", did, due, state, [standing_in.get(owner, owner)], reminders, last, level)
             continue
         checked += 1
         if last is not None and last > c.cadence_cut:
@@ -415,8 +422,8 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         reminded += 1
         deliverable_states.append((did, count, c.today_iso, level or 0))
         if lines is not None:
-            lines.append((0 if due < today else 1, due, "deliverable", did, c, owner, channel, key, name, state,
-                          count, False, None))
+            lines.append((0 if due < today else 1, due, "deliverable", did, owner, c, channel, state, count, False,
+                          None))
     report.checked += checked
     report.reminded += reminded
     report.held += held
@@ -424,9 +431,12 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     clock("decide")
     _save_states(s, states)
     clock("save states")
-    for cid, key, level, count, escalated, base in escalations:
-        audit(s, cid, "reminder.escalated", key, level=level, reminders=count, to=escalated, waiting_on=base)
-    messages = _messages(out, now)
+    shown = out.shown()
+    described = _describe(s, {(e[2], e[3]) for e in shown} | {(e[1], e[2]) for e in escalations})
+    for cid, kind, item_id, level, count, escalated, base in escalations:
+        audit(s, cid, "reminder.escalated", described[kind, item_id][0], level=level, reminders=count, to=escalated,
+              waiting_on=base)
+    messages = _messages(out, described, now)
     clock("render")
     report.messages = enqueue(s, messages, {k: len(v) for k, v in registry.channels.items()}, now)
     report.breaches = sla.check(s, now)
@@ -498,42 +508,47 @@ def _save_states(s: Session, states: dict[str, list[tuple]]) -> None:
             s.add(row)
 
 
-def _view(entry: Entry) -> dict[str, Any]:
-    _, due, kind, item_id, c, handle, channel, key, name, state, count, escalated, base = entry
+def _describe(s: Session, items: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, str]]:
+    """(key, title) of the items that messages show or escalations name: fetched for those alone."""
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    for kind, model, title_col in (("gate", m.ApprovalGate, m.ApprovalGate.title),
+                                   ("deliverable", m.Deliverable, m.Deliverable.name)):
+        for chunk in _chunks(sorted(i for k, i in items if k == kind), 900):
+            for item_id, key, title in s.execute(select(model.id, model.key, title_col).where(model.id.in_(chunk))):
+                found[kind, item_id] = (key, title if kind == "gate" else f"{title} ({key})")
+    return found
+
+
+def _view(entry: Entry, described: dict[tuple[str, int], tuple[str, str]]) -> dict[str, Any]:
+    _, due, kind, item_id, handle, c, channel, state, count, escalated, base = entry
     names = [c.aud.name_of(h) for h in base or (handle,)]
     if kind == "gate":
-        title = name
         link = links.approval_link(item_id, handle, "approve")
         action = (f"please chase {', '.join(names)}" if escalated else
                   f"decide: {link}" if link else f"decide: campaignflow approve {item_id} --as {handle}")
     else:
-        title = f"{name} ({key})"
         action = (f"please check in with {', '.join(names)}" if escalated
                   else "finish it, or tell the campaign manager the new date")
-    return {"key": f"{kind}:{item_id}", "campaign": c.name, "campaign_id": c.cid, "title": title,
+    return {"key": f"{kind}:{item_id}", "campaign": c.name, "campaign_id": c.cid, "title": described[kind, item_id][1],
             "state": state, "due": str(due), "reminders": count, "escalated": escalated, "waiting_on": names,
             "action": action, "kind": kind}
 
 
-_DIGEST_ORDER = itemgetter(0, 1, 3)  # overdue first, then by due date, then by item
-
-
-def _messages(out: _Outgoing, now: dt.datetime) -> list[Message]:
+def _messages(out: _Outgoing, described: dict[tuple[str, int], tuple[str, str]], now: dt.datetime) -> list[Message]:
     """Digest: one message per channel listing its people's items; otherwise one per item and channel."""
     messages: list[Message] = []
     for entry in out.singles:
-        c, handle, channel = entry[4], entry[5], entry[6]
-        item = _view(entry)
+        handle, c, channel = entry[4], entry[5], entry[6]
+        item = _view(entry, described)
         title, body = render("reminder", {"items": [item], "more": 0,
                                           "recipients": [{"handle": handle, "name": c.aud.name_of(handle)}]},
                              c.aud.settings.get("templates"))
         messages.append(_message(f"rem:{item['key']}:{item['reminders']}:{channel}", item["campaign_id"], handle,
                                  channel, title, body))
     for channel, digest in out.digests.items():
-        group = digest.entries
-        shown = [_view(e) for e in heapq.nsmallest(DIGEST_LIMIT, group, key=_DIGEST_ORDER)]
-        title, body = render("digest", {"items": shown, "more": max(len(group) - DIGEST_LIMIT, 0),
-                                        "count": len(group),
+        count = len(digest.entries)
+        title, body = render("digest", {"items": [_view(e, described) for e in digest.top],
+                                        "more": max(count - DIGEST_LIMIT, 0), "count": count,
                                         "recipients": [{"handle": h, "name": n} for h, n in digest.people.items()]},
                              digest.templates)
         # Sweeps run one at a time and commit their reminder states with these rows, so a sweep can

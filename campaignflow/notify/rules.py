@@ -91,9 +91,9 @@ def _gate_timed_out(ev, aud: Audience, gate) -> list[Notice]:
 
 
 def _gate_delegated(ev, aud: Audience, gate) -> list[Notice]:
-    to = _as_list(ev.detail.get("to") or ev.detail.get("delegate"))
-    note = f"delegated by {ev.actor}" if ev.actor and ev.actor != "engine" else ""
-    return [Notice("gate.delegated", aud.expand(to), context={"note": note})]
+    """Someone away hands their approvals in this campaign to a stand-in: the stand-in hears it."""
+    return [Notice("gate.delegated", aud.expand(_as_list(ev.detail.get("delegate"))),
+                   context={"away": aud.name_of(ev.actor)})]
 
 
 def _goals_communicated(ev, aud: Audience, gate) -> list[Notice]:

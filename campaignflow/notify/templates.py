@@ -41,8 +41,10 @@ DEFAULTS: dict[str, str] = {
                          "to " + _WAITING + ".{% if note %} {{ note }}{% endif %}" + _LINKS,
     "gate.timed_out.j2": "[{{ campaign.name }}] timed out: {{ gate.title }}\nGate #{{ gate.id }} ran out of time"
                          "{% if note %}: {{ note }}{% endif %}." + _LINKS,
-    "gate.delegated.j2": "[{{ campaign.name }}] delegated to you: {{ gate.title }}\nGate #{{ gate.id }} now waits on "
-                         + _WAITING + "{% if note %} ({{ note }}){% endif %}." + _LINKS,
+    "gate.delegated.j2": "[{{ campaign.name }}] {{ away }} hands their approvals to you\n{{ away }} is away from "
+                         "{{ detail.starts }} to {{ detail.ends }}{% if detail.reason %} ({{ detail.reason }}){% endif %}; "
+                         "you decide their gates in {{ campaign.name }} meanwhile.\n"
+                         "What waits on you: campaignflow approvals --for {{ detail.delegate }}" + _LINKS,
     "goals.communicated.j2": "[{{ campaign.name }}] our goals are approved\n{{ subject }}",
     "timeline.overruns.j2": "[{{ campaign.name }}] the timeline overruns the campaign end\n{{ subject }}: replan or move the end date." + _LINKS,
     "kpi.off_track.j2": "[{{ campaign.name }}] KPI off track: {{ detail.goal or subject }}\n"
@@ -75,9 +77,21 @@ def render(name: str, context: dict[str, Any], folder: str | None = None) -> tup
         text = _environment(folder).get_template(file).render(**context)
     except TemplateError as exc:
         if folder is None:
-            raise
+            return _plain(name, context, exc)
         log.warning("template %s in %s does not render (%s: %s); the default template was used",
                     file, folder, exc.__class__.__name__, exc)
-        text = _environment(None).get_template(file).render(**context)
+        try:
+            text = _environment(None).get_template(file).render(**context)
+        except TemplateError as default_exc:
+            return _plain(name, context, default_exc)
     title, _, body = text.strip().partition("\n")
     return title.strip()[:250], body.strip()
+
+
+def _plain(name: str, context: dict[str, Any], exc: Exception) -> tuple[str, str]:
+    """A message whose template cannot render still goes out, plainly: one broken layout must not hold up
+    every message behind it."""
+    log.error("template %s.j2 does not render (%s: %s); the message went out plain", name, exc.__class__.__name__, exc)
+    campaign = (context.get("campaign") or {}).get("name", "")
+    what = context.get("subject") or name
+    return (f"[{campaign}] {name}: {what}" if campaign else f"{name}: {what}")[:250], str(context.get("detail") or "")
