@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--gates", type=int, default=20, help="open review gates per campaign")
     parser.add_argument("--deliverables", type=int, default=80, help="open deliverables per campaign")
     parser.add_argument("--messages", type=int, default=2000, help="outbox rows for the delivery throughput")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best counts (shared machines)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure; the best counts (shared machines)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="cf-bench-"))

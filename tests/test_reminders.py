@@ -328,3 +328,20 @@ def test_reminder_counts_survive_the_move_to_per_kind_tables(tmp_path):
         assert conn.execute(text("SELECT * FROM gatereminder")).all() == [(7, 3, "2027-01-04", 1)]
         assert conn.execute(text("SELECT * FROM deliverablereminder")).all() == [(7, 1, "2027-01-05", 0)]
         assert not conn.execute(text("SELECT name FROM sqlite_master WHERE name = 'reminderstate'")).all()
+
+
+def test_a_campaign_with_notifications_switched_off_is_left_out_of_the_sweep(home, chat):
+    registry = registry_for(chat)
+    mon = monday()
+    loud = register(notify_spec({"timezone": "Europe/Berlin", "mute": ["gate.waiting"]}, channels=CHANNELS))
+    quiet = register(notify_spec({"enabled": False}, channels=CHANNELS, id="northwind-quiet") | {"name": "Quiet launch"})
+    for cid in (loud, quiet):
+        open_gate(cid, "review", ["maria"], kind="review", submitted_by="sam", due_at=at(mon, 17))
+        set_deliverable(cid, "messaging-brief", due=mon)
+
+    report = sweep(registry, at(mon, 10))
+    assert report.sweep.reminded == 2
+    maria, sam = to(chat, "maria"), to(chat, "sam")
+    assert len(maria) == 1 and len(sam) == 1
+    assert "Quiet launch" not in maria[0]["message"] + sam[0]["message"]
+    assert "[Northwind Q1 2027 webinar launch]" in maria[0]["message"]

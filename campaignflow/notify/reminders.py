@@ -28,13 +28,13 @@ from functools import lru_cache
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, func, or_, select, text, type_coerce
+from sqlalchemy import String, or_, select, text, type_coerce
 from sqlmodel import Session
 
 from campaignflow import links
 from campaignflow import models as m
 from campaignflow.models_notify import REMINDER_TABLES, DeliverableReminder, GateReminder, NotifySettings
-from campaignflow.notify.audience import Audience, _chunks, _holidays, _zone, ensure_settings, settings_for
+from campaignflow.notify.audience import Audience, _chunks, _holidays, _zone, ensure_settings
 from campaignflow.notify.channels import ChannelRegistry
 from campaignflow.notify.outbox import Message, enqueue
 from campaignflow.notify.templates import render
@@ -268,16 +268,19 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     if s.get_bind().dialect.name == "postgresql":
         # One sweep at a time: two at once would both count the same reminder.
         s.execute(text("SELECT pg_advisory_xact_lock(4714)"))
-    ensure_settings(s)
+    ensure_settings(s)  # from here on every campaign's cached settings are current
     NS = NotifySettings
-    lead, turnaround = s.execute(select(func.max(NS.lead_days), func.min(NS.turnaround_days))
-                                 .where(NS.enabled.is_(True))).one()
-    if lead is None:
+    enabled = s.execute(select(NS.campaign_id, NS.settings, NS.lead_days, NS.turnaround_days)
+                        .where(NS.enabled.is_(True))).all()
+    if not enabled:
         return report
-    zones = {z for z in s.execute(select(NS.settings["calendar"]["timezone"].as_string()).distinct()
-                                  .where(NS.enabled.is_(True))).scalars() if z}
+    settings = {cid: conf for cid, conf, _, _ in enabled}
+    lead = max(row[2] for row in enabled)
+    turnaround = min(row[3] for row in enabled)
+    zones = {conf["calendar"]["timezone"] for conf in settings.values()}
+    clock("settings")
     # Whatever a campaign's time zone, an item reminded on the latest "today" anywhere cannot be due again yet.
-    latest_today = max(now.astimezone(_zone(z)).date() for z in zones or {"UTC"})
+    latest_today = max(now.astimezone(_zone(z)).date() for z in zones)
     horizon = now + dt.timedelta(days=calendar_span(lead))
     opened_cut = horizon - dt.timedelta(days=turnaround)
     G, D = m.ApprovalGate, m.Deliverable
@@ -285,7 +288,6 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     conn = s.connection()
 
     def not_reminded_today(query, state):
-        # Campaigns with notifications switched off are dropped in memory (a few), not joined per row (many).
         return query.where(or_(state.last_reminded_on.is_(None), state.last_reminded_on < latest_today))
 
     # On SQLite, times and dates arrive as text and are compared as text (see _StoreForm), and approvers
@@ -324,12 +326,10 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         .where(D.status.in_(("planned", "drafting")), D.due <= horizon.date()))
 
     clock("select")
-    settings = settings_for(s, {r[1] for r in gate_rows} | {r[1] for r in deliverable_rows})
-    clock("settings")
-    off = {cid for cid, conf in settings.items() if not conf.get("enabled", True)}
-    if off:
-        gate_rows = [r for r in gate_rows if r[1] not in off]
-        deliverable_rows = [r for r in deliverable_rows if r[1] not in off]
+    # Campaigns with notifications switched off are dropped here (a few), not joined per row (many).
+    if {r[1] for r in gate_rows}.union(r[1] for r in deliverable_rows) - settings.keys():
+        gate_rows = [r for r in gate_rows if r[1] in settings]
+        deliverable_rows = [r for r in deliverable_rows if r[1] in settings]
     reach: dict[tuple, bool] = {}  # (time zone, quiet hours, holidays) -> can people on it be told now
     zones_days: dict[tuple, _LocalDays] = {}
     out = _Outgoing()
