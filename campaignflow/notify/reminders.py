@@ -1,10 +1,10 @@
 """The reminder rule: what is due soon or overdue, who hears about it, and when it escalates.
 
-One sweep reads every open item that may be due with two set-based
-queries per kind (approval gates waiting on approvers, deliverables waiting
-on their owner) joined with their reminder state, decides in memory, and
-writes the reminder states and outbox rows back in bulk, in the sweep's one
-transaction. For each item:
+One sweep reads the settings of every campaign once, then every open item
+that may be due in a few set-based queries (approval gates waiting on
+approvers, deliverables waiting on their owner) joined with their reminder
+state, decides in memory, and writes the reminder states and outbox rows
+back in bulk, in the sweep's one transaction. For each item:
 
 - due soon: within `due_soon_days` business days of its due date; overdue: past it.
   A gate is due at its `due_at`, or `gate_turnaround_days` business days after it opened.
@@ -83,19 +83,6 @@ def business_days_before(day: dt.date, n: int, holidays: frozenset[dt.date]) -> 
 def calendar_span(business_days: int) -> int:
     """Calendar days that surely contain `business_days` business days (weekends, a few holidays, time zones)."""
     return business_days * 7 // 5 + 6
-
-
-class _Digest:
-    """One channel's digest: its reminder lines, and who reads it."""
-
-    __slots__ = ("entries", "people", "campaigns", "templates", "top")
-
-    def __init__(self, templates: str | None):
-        self.entries: list[Entry] = []
-        self.people: dict[str, str] = {}  # handle -> name, in the order they first appear
-        self.campaigns: set[str] = set()
-        self.templates = templates
-        self.top: list[Entry] = []  # the lines the message lists
 
 
 class _StoreForm:
@@ -205,6 +192,19 @@ class _Campaign:
         return answer
 
 
+class _Digest:
+    """One channel's digest: its reminder lines, and who reads it."""
+
+    __slots__ = ("entries", "people", "campaigns", "templates", "top")
+
+    def __init__(self, templates: str | None):
+        self.entries: list[Entry] = []
+        self.people: dict[str, str] = {}  # handle -> name, in the order they first appear
+        self.campaigns: set[str] = set()
+        self.templates = templates
+        self.top: list[Entry] = []  # the lines the message lists
+
+
 class _Outgoing:
     """Reminder lines on their way to messages: a digest per channel, or one message per line."""
 
@@ -229,7 +229,8 @@ class _Outgoing:
         return self.singles + [e for d in self.digests.values() for e in d.top]
 
 
-def _state(today: dt.date, due: dt.date, soon_limit: dt.date) -> str | None:
+def _state(today: Any, due: Any, soon_limit: Any) -> str | None:
+    """Where a due day stands (days in the store's form), or None when it is not due soon yet."""
     if today > due:
         return "overdue"
     if today == due:
@@ -404,10 +405,9 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     deliverable_states = states["deliverable"]
     for did, cid, owner, due, reminders, last, level in deliverable_rows:
         c = campaigns.get(cid) or campaign(cid)
-        today = c.today
-        if due > c.soon_limit:
+        state = _state(c.today, due, c.soon_limit)
+        if state is None:
             continue
-        state = "overdue" if due < today else "due today" if due == today else "due soon"
         count = (reminders or 0) + 1
         if count > c.every or owner in standing_in:
             remind(c, "deliverable", did, due, state, [standing_in.get(owner, owner)], reminders, last, level)
@@ -422,8 +422,8 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         reminded += 1
         deliverable_states.append((did, count, c.today_iso, level or 0))
         if lines is not None:
-            lines.append((0 if due < today else 1, due, "deliverable", did, owner, c, channel, state, count, False,
-                          None))
+            lines.append((0 if state == "overdue" else 1, due, "deliverable", did, owner, c, channel, state, count,
+                          False, None))
     report.checked += checked
     report.reminded += reminded
     report.held += held
