@@ -306,15 +306,17 @@ def test_local_days_agree_with_time_zone_conversion_across_daylight_saving_and_f
         assert days.day_of(form.instant(instant)) == form.date(instant.astimezone(tz).date()), instant
 
 
-def test_reminder_counts_survive_the_move_to_per_kind_tables(tmp_path):
+def test_reminder_counts_survive_the_move_to_per_kind_tables(store_url):
+    import os
+
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine, inspect, text
 
     from campaignflow import db
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    eng = create_engine(url)
+    os.makedirs(os.environ["CAMPAIGNFLOW_HOME"], exist_ok=True)
+    eng = create_engine(store_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(db.MIGRATIONS))
     with eng.begin() as conn:
@@ -325,9 +327,14 @@ def test_reminder_counts_survive_the_move_to_per_kind_tables(tmp_path):
                           "('deliverable', 7, 'c', 1, '2027-01-05', 0)"))
     db.migrate(eng)
     with eng.connect() as conn:
-        assert conn.execute(text("SELECT * FROM gatereminder")).all() == [(7, 3, "2027-01-04", 1)]
-        assert conn.execute(text("SELECT * FROM deliverablereminder")).all() == [(7, 1, "2027-01-05", 0)]
-        assert not conn.execute(text("SELECT name FROM sqlite_master WHERE name = 'reminderstate'")).all()
+        def rows(table: str, key: str) -> list[tuple]:
+            return [tuple(r) for r in conn.execute(text(
+                f"SELECT {key}, reminders, CAST(last_reminded_on AS VARCHAR(10)), level FROM {table}"))]
+
+        assert rows("gatereminder", "gate_id") == [(7, 3, "2027-01-04", 1)]
+        assert rows("deliverablereminder", "deliverable_id") == [(7, 1, "2027-01-05", 0)]
+        assert not inspect(conn).has_table("reminderstate")
+    eng.dispose()
 
 
 def test_a_campaign_with_notifications_switched_off_is_left_out_of_the_sweep(home, chat):
