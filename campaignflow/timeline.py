@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
@@ -77,6 +78,27 @@ def add_business_days(start: dt.date, days: int, holidays: frozenset[dt.date] = 
         day += dt.timedelta(days=1)
         if is_business_day(day, holidays):
             remaining -= 1
+    return day
+
+
+# Cached: a reminder sweep asks the same few (day, n, holidays) questions for thousands of items.
+@lru_cache(maxsize=4096)
+def business_days_after(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
+    """The n-th business day after `day` (n = 0: `day` itself)."""
+    while n > 0:
+        day += dt.timedelta(days=1)
+        if is_business_day(day, holidays):
+            n -= 1
+    return day
+
+
+@lru_cache(maxsize=4096)
+def business_days_before(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
+    """The n-th business day before `day` (n = 0: `day` itself)."""
+    while n > 0:
+        day -= dt.timedelta(days=1)
+        if is_business_day(day, holidays):
+            n -= 1
     return day
 
 

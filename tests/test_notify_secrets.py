@@ -127,3 +127,13 @@ def test_secrets_stay_out_of_prefect_logs_and_artifacts(secret_channels, prefect
     assert artifacts
     assert any("Reminder sweep" in str(a["data"]) for a in artifacts)
     assert_clean("\n".join(str(a["data"]) + str(a["description"]) for a in artifacts), "the Prefect artifacts")
+
+
+def test_a_masked_url_hides_its_secret_parts_but_keeps_where_it_goes():
+    from campaignflow.notify.channels import masked
+
+    # A webhook whose only secret is its path: the host and port still say which endpoint it is.
+    shown = masked(f"json://hooks.example.com:8443/services/{TOKEN}")
+    assert shown.startswith("json://hooks.example.com:8443/") and TOKEN not in shown
+    shown = masked(f"mailtos://campaignflow:{MAIL_PASSWORD}@smtp.example.com?to=priya@northwind.example")
+    assert "smtp.example.com" in shown and MAIL_PASSWORD not in shown

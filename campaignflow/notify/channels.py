@@ -177,7 +177,8 @@ def masked(url: str) -> str:
     if plugin is None:
         return f"{urlsplit(url).scheme}://(not understood by apprise)"
     shown = plugin.url(privacy=True).split("?", 1)[0]  # apprise's defaults in the query are noise here
-    return redact(shown, secret_parts([url]))
+    # The parts, not the whole URL: scheme, host and port stay readable so two channels can be told apart.
+    return redact(shown, [part for part in secret_parts([url]) if part != url])
 
 
 class _RedactingFilter(logging.Filter):

@@ -24,7 +24,6 @@ import json
 import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -32,6 +31,7 @@ from sqlalchemy import String, or_, select, text, type_coerce
 from sqlmodel import Session
 
 from campaignflow import links
+from campaignflow.approvals import active_delegations
 from campaignflow import models as m
 from campaignflow.models_notify import REMINDER_TABLES, DeliverableReminder, GateReminder, NotifySettings
 from campaignflow.notify.audience import Audience, _chunks, _holidays, _zone, ensure_settings
@@ -39,7 +39,7 @@ from campaignflow.notify.channels import ChannelRegistry
 from campaignflow.notify.outbox import Message, enqueue
 from campaignflow.notify.templates import render
 from campaignflow.store import audit
-from campaignflow.timeline import is_business_day
+from campaignflow.timeline import business_days_after, business_days_before
 
 UTC = dt.timezone.utc
 DIGEST_LIMIT = 50  # items listed in one digest; the rest is counted
@@ -59,25 +59,6 @@ class SweepReport:
         return (f"{self.checked} due item(s): {self.reminded} reminded, {self.escalated} escalated, "
                 f"{self.held} held for quiet hours or days off; {self.messages} message(s) queued; "
                 f"{self.breaches} new SLA breach(es)")
-
-
-@lru_cache(maxsize=4096)
-def business_days_after(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
-    """The n-th business day after `day` (n = 0: `day` itself)."""
-    while n > 0:
-        day += dt.timedelta(days=1)
-        if is_business_day(day, holidays):
-            n -= 1
-    return day
-
-
-@lru_cache(maxsize=4096)
-def business_days_before(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
-    while n > 0:
-        day -= dt.timedelta(days=1)
-        if is_business_day(day, holidays):
-            n -= 1
-    return day
 
 
 def calendar_span(business_days: int) -> int:
@@ -320,7 +301,7 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
         for gid, person in conn.execute(select(m.Decision.gate_id, m.Decision.person)
                                         .join(G, G.id == m.Decision.gate_id).where(G.status == "open")):
             decided.setdefault(gid, set()).add(person)
-    standing_in = _delegates(s, now)
+    standing_in = active_delegations(s, now.date())  # reminders go to whoever stands in today
     deliverable_rows = fetch(not_reminded_today(
         select(D.id, D.campaign_id, D.owner, as_text(D.due), DR.reminders,
                as_text(DR.last_reminded_on), DR.level).outerjoin(DR, DR.deliverable_id == D.id), DR)
@@ -454,20 +435,6 @@ class _Clock:
         now = time.perf_counter()
         self.report.details.append(f"{phase} {now - self.last:.3f}s")
         self.last = now
-
-
-def _delegates(s: Session, now: dt.datetime) -> dict[str, str]:
-    """Who stands in for whom today (the approvals area's delegations), so reminders go to the stand-in."""
-    delegation = getattr(m, "Delegation", None)
-    if delegation is None:
-        return {}
-    today = now.date()
-    try:
-        rows = s.execute(select(delegation.person, delegation.delegate)
-                         .where(delegation.starts <= today, delegation.ends >= today)).all()
-    except Exception:  # noqa: BLE001  an older store without delegations
-        return {}
-    return dict(rows)
 
 
 def _save_states(s: Session, states: dict[str, list[tuple]]) -> None:

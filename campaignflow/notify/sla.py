@@ -22,6 +22,7 @@ from campaignflow import models as m
 from campaignflow.models_notify import NotifySettings, SlaBreach
 from campaignflow.notify.audience import _holidays, _zone, settings_for
 from campaignflow.store import audit
+from campaignflow.timeline import business_days_after
 
 UTC = dt.timezone.utc
 LABELS = {"client_review": "client review turnaround", "publish": "publish after approval"}
@@ -34,7 +35,6 @@ def _late(delta: dt.timedelta) -> str:
 
 def check(s: Session, now: dt.datetime | None = None) -> int:
     """Record every new breach; returns how many."""
-    from campaignflow.notify.reminders import business_days_after
 
     now = (now or dt.datetime.now(UTC)).astimezone(UTC)  # SQLite keeps wall times: compare in UTC
     G, D, NS, B = m.ApprovalGate, m.Deliverable, NotifySettings, SlaBreach
