@@ -83,22 +83,14 @@ def add_business_days(start: dt.date, days: int, holidays: frozenset[dt.date] = 
 
 # Cached: a reminder sweep asks the same few (day, n, holidays) questions for thousands of items.
 @lru_cache(maxsize=4096)
-def business_days_after(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
-    """The n-th business day after `day` (n = 0: `day` itself)."""
-    while n > 0:
-        day += dt.timedelta(days=1)
+def shift_business_days(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
+    """The n-th business day after `day` (before it when n < 0; n = 0: `day` itself)."""
+    step = dt.timedelta(days=1 if n > 0 else -1)
+    remaining = abs(n)
+    while remaining:
+        day += step
         if is_business_day(day, holidays):
-            n -= 1
-    return day
-
-
-@lru_cache(maxsize=4096)
-def business_days_before(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
-    """The n-th business day before `day` (n = 0: `day` itself)."""
-    while n > 0:
-        day -= dt.timedelta(days=1)
-        if is_business_day(day, holidays):
-            n -= 1
+            remaining -= 1
     return day
 
 

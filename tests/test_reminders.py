@@ -352,3 +352,16 @@ def test_a_campaign_with_notifications_switched_off_is_left_out_of_the_sweep(hom
     assert len(maria) == 1 and len(sam) == 1
     assert "Quiet launch" not in maria[0]["message"] + sam[0]["message"]
     assert "[Northwind Q1 2027 webinar launch]" in maria[0]["message"]
+
+
+@pytest.mark.parametrize("start, n, expected", [
+    (dt.date(2027, 1, 15), 1, dt.date(2027, 1, 19)),   # Friday + 1: over the weekend and Monday's holiday
+    (dt.date(2027, 1, 15), 0, dt.date(2027, 1, 15)),
+    (dt.date(2027, 1, 19), -1, dt.date(2027, 1, 15)),  # Tuesday - 1: back over the holiday and the weekend
+    (dt.date(2027, 1, 16), 2, dt.date(2027, 1, 20)),   # from a Saturday
+    (dt.date(2027, 1, 20), -3, dt.date(2027, 1, 14)),
+])
+def test_business_day_steps_skip_weekends_and_holidays_both_ways(start, n, expected):
+    from campaignflow.timeline import shift_business_days
+
+    assert shift_business_days(start, n, frozenset({dt.date(2027, 1, 18)})) == expected

@@ -39,7 +39,7 @@ from campaignflow.notify.channels import ChannelRegistry
 from campaignflow.notify.outbox import Message, enqueue
 from campaignflow.notify.templates import render
 from campaignflow.store import audit
-from campaignflow.timeline import business_days_after, business_days_before
+from campaignflow.timeline import shift_business_days
 
 UTC = dt.timezone.utc
 DIGEST_LIMIT = 50  # items listed in one digest; the rest is counted
@@ -130,8 +130,8 @@ class _Campaign:
         self.days = local_days(zone, today)
         self.today_iso = today.isoformat()
         self.today = form.date(today)
-        self.soon_limit = form.date(business_days_after(today, r["due_soon_days"], self.holidays))
-        self.cadence_cut = form.date(business_days_before(today, r["every_days"], self.holidays))
+        self.soon_limit = form.date(shift_business_days(today, r["due_soon_days"], self.holidays))
+        self.cadence_cut = form.date(shift_business_days(today, -r["every_days"], self.holidays))
         self.now = now
         self.people: dict[str, tuple[bool, str | None, list | None]] = {}
         self.calendars: dict[int, bool] = {}  # id of a calendar in the settings -> can its people be told now
@@ -147,7 +147,7 @@ class _Campaign:
         if due_at is not None:
             return self.days.day_of(due_at)
         opened = self.form.read_date(self.days.day_of(opened_at))
-        return self.form.date(business_days_after(opened, self.turnaround, self.holidays))
+        return self.form.date(shift_business_days(opened, self.turnaround, self.holidays))
 
     def person(self, handle: str, out: "_Outgoing") -> tuple[bool, str | None, list | None]:
         """(can be told now, channel or None to skip, the list their reminder lines go to or None).

@@ -22,7 +22,7 @@ from campaignflow import models as m
 from campaignflow.models_notify import NotifySettings, SlaBreach
 from campaignflow.notify.audience import _holidays, _zone, settings_for
 from campaignflow.store import audit
-from campaignflow.timeline import business_days_after
+from campaignflow.timeline import shift_business_days
 
 UTC = dt.timezone.utc
 LABELS = {"client_review": "client review turnaround", "publish": "publish after approval"}
@@ -62,7 +62,7 @@ def check(s: Session, now: dt.datetime | None = None) -> int:
                 continue
             zone = _zone(conf["calendar"]["timezone"])
             opened = m.as_utc(r.opened_at).astimezone(zone)
-            due_day = business_days_after(opened.date(), r.sla_review_days, _holidays(tuple(conf["calendar"]["holidays"])))
+            due_day = shift_business_days(opened.date(), r.sla_review_days, _holidays(tuple(conf["calendar"]["holidays"])))
             due = dt.datetime.combine(due_day, opened.time(), tzinfo=zone).astimezone(UTC)
             if now > due:
                 names = [conf["people"].get(p, {}).get("name", p) for p in waiting]
