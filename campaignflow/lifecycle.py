@@ -205,8 +205,10 @@ def _set_deliverable_status(s: Session, campaign_id: str, keys: set[str], status
         s.add(row)
 
 
-def mark_done(s: Session, campaign_id: str, key: str, person: str) -> m.Deliverable:
-    """The owner (or a campaign/account manager) says a deliverable is done: published, bought, shipped."""
+def mark_done(s: Session, campaign_id: str, key: str, person: str) -> tuple[m.Deliverable, list[dict[str, str]]]:
+    """The owner (or a campaign/account manager) says a deliverable is done: published, bought, shipped.
+
+    Returns the deliverable and the work it unblocked (each {key, name, owner}; empty when it was done already)."""
     _, spec = load(s, campaign_id)
     row = s.exec(select(m.Deliverable).where(m.Deliverable.campaign_id == campaign_id, m.Deliverable.key == key)).first()
     if row is None:
@@ -216,16 +218,28 @@ def mark_done(s: Session, campaign_id: str, key: str, person: str) -> m.Delivera
     if person != row.owner and person not in managers:
         raise UserError(f"{person} neither owns {key} ({row.owner} does) nor manages the campaign; "
                         f"ask {row.owner} or a campaign manager")
+    if row.status == "done":
+        return row, []  # said again: nothing new
     if row.status == "dropped":
         raise UserError(f"{key} was dropped after a rejected review; it cannot be marked done")
     reviewed = row.review_rounds == 0 or row.status == "approved"
     if not reviewed:
         raise UserError(f"{key} is still {row.status.replace('_', ' ')}: its reviews must approve it before it is done")
-    if row.status != "done":
-        row.status = "done"
-        s.add(row)
-        audit(s, campaign_id, "deliverable.done", key, actor=person)
-    return row
+    unblocked = _unblocked_by(s, campaign_id, spec, key)
+    row.status = "done"
+    s.add(row)
+    audit(s, campaign_id, "deliverable.done", key, actor=person, name=row.name, owner=row.owner, unblocked=unblocked)
+    return row, unblocked
+
+
+def _unblocked_by(s: Session, campaign_id: str, spec, key: str) -> list[dict[str, str]]:
+    """The not-yet-started deliverables that waited on `key` and now have everything they depend on done."""
+    status = dict(s.exec(select(m.Deliverable.key, m.Deliverable.status)
+                         .where(m.Deliverable.campaign_id == campaign_id)).all())
+    status[key] = "done"
+    return [{"key": d.key, "name": d.name, "owner": d.owner} for d in spec.deliverables
+            if key in d.depends_on and status.get(d.key) in ("planned", "drafting")
+            and all(status.get(dep) == "done" for dep in d.depends_on)]
 
 
 # -- 6. reviews ---------------------------------------------------------------------------------

@@ -244,6 +244,7 @@ MESSAGE_KINDS = (
     "step.started", "step.completed", "step.failed", "campaign.completed", "gate.waiting", "gate.approved",
     "gate.changes_requested", "gate.rejected", "gate.escalated", "gate.timed_out", "gate.delegated",
     "goals.communicated", "timeline.overruns", "kpi.off_track", "reminder", "sla.breached",
+    "deliverable.completed", "deliverable.unblocked",
 )
 ChannelName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=80)]
 

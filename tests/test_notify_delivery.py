@@ -17,7 +17,7 @@ from campaignflow.approvals import decide
 from campaignflow.notify import service
 from campaignflow.notify.channels import ChannelRegistry
 from campaignflow.notify.rules import fan_out
-from chat_endpoints import ChatServer, MailServer, notify_spec, open_gate, outbox_rows, register
+from chat_endpoints import ChatServer, MailServer, notify_spec, open_gate, outbox_rows, register, set_deliverable
 from conftest import ROOT, cli
 
 UTC = dt.timezone.utc
@@ -314,3 +314,58 @@ def test_a_message_whose_template_cannot_render_goes_out_plain_and_holds_up_noth
     assert to_tom == [f"[Northwind Q1 2027 webinar launch] gate.timed_out: {cid}/budget",
                       "[Northwind Q1 2027 webinar launch] step measurement FAILED"]
     assert "template gate.timed_out.j2 does not render" in caplog.text
+
+
+def test_a_finished_deliverable_tells_the_managers_and_whoever_can_start_now(home, chat):
+    channels = {h: f"{h}-chat" for h in ("maria", "tom", "lea", "sam", "omar")}
+    registry = ChannelRegistry(channels={c: [chat.url(h)] for h, c in channels.items()})
+    data = notify_spec(channels=channels)
+    invites = next(d for d in data["deliverables"] if d["key"] == "invite-emails")
+    invites["depends_on"] = ["messaging-brief", "landing-page"]  # waits on two
+    cid = register(data)
+    set_deliverable(cid, "messaging-brief", status="approved")
+
+    done = cli("done", cid, "messaging-brief", "--as", "sam")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["messaging-brief is done.",
+                                        "landing-page (lea) has everything it waits on and can start now."]
+    service.run_once(registry, reminders=False)
+    arrived = sorted((p, m["title"]) for p, m in zip(chat.paths, chat.messages()))
+    name = "[Northwind Q1 2027 webinar launch]"
+    assert arrived == [("/lea", f"{name} you can start: Webinar landing page"),
+                       ("/maria", f"{name} done: Messaging brief"), ("/tom", f"{name} done: Messaging brief")]
+    to_lea = next(m["message"] for p, m in zip(chat.paths, chat.messages()) if p == "/lea")
+    assert f"campaignflow done {cid} landing-page --as lea" in to_lea
+
+    # Saying it again changes nothing and tells nobody twice.
+    again = cli("done", cid, "messaging-brief", "--as", "sam")
+    assert again.returncode == 0 and again.stdout.strip() == "messaging-brief is done."
+    service.run_once(registry, reminders=False)
+    assert len(chat.messages()) == 3
+
+    # Once the landing page is done too, the invitations (both of their inputs done) and the ads can start.
+    set_deliverable(cid, "landing-page", status="approved")
+    assert cli("done", cid, "landing-page", "--as", "lea").returncode == 0
+    service.run_once(registry, reminders=False)
+    started = sorted((p, m["title"]) for p, m in zip(chat.paths[3:], chat.messages()[3:]) if "you can start" in m["title"])
+    assert started == [("/omar", f"{name} you can start: LinkedIn sponsored content (4 variants)"),
+                       ("/sam", f"{name} you can start: Invitation email sequence (3 emails)")]
+
+
+def test_a_deliverable_that_cannot_be_marked_done_changes_nothing_and_says_why(home, chat):
+    cid = register(notify_spec())
+    result = cli("done", cid, "landing-page", "--as", "lea")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "landing-page is still planned: its reviews must approve it before it is done" in result.stderr
+    result = cli("done", cid, "no-such-thing", "--as", "lea")
+    assert f"campaign {cid} has no deliverable 'no-such-thing'" in result.stderr
+    service.run_once(ChannelRegistry(channels={"team-chat": [chat.url()]}, default="team-chat"), reminders=False)
+    assert not [m for m in chat.messages() if "done:" in m["title"] or "you can start" in m["title"]]
+
+
+def test_every_message_kind_a_spec_can_mute_has_a_default_template():
+    from campaignflow.notify.templates import DEFAULTS
+    from campaignflow.spec import MESSAGE_KINDS
+
+    templates = {name.removesuffix(".j2") for name in DEFAULTS}
+    assert templates - {"digest"} == set(MESSAGE_KINDS)  # a digest is how `reminder` messages go out together

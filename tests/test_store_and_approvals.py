@@ -195,7 +195,7 @@ def test_marking_deliverables_done(store_url):
         with db.session() as s:
             lifecycle.mark_done(s, spec.id, "landing-page", "lea")
     with db.session() as s:
-        assert lifecycle.mark_done(s, spec.id, "media-buying", "tom").status == "done"  # the account manager may
+        assert lifecycle.mark_done(s, spec.id, "media-buying", "tom")[0].status == "done"  # the account manager may
         lifecycle.mark_done(s, spec.id, "media-buying", "omar")  # again: nothing new
         events = s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "deliverable.done")).all()
     assert [e.actor for e in events] == ["tom"]

@@ -178,5 +178,7 @@ def done(
     from campaignflow.lifecycle import mark_done
 
     with db.session(write=True) as s:
-        row = mark_done(s, campaign, deliverable, person)
+        row, unblocked = mark_done(s, campaign, deliverable, person)
     console().print(f"{row.key} is done.")
+    for waiting in unblocked:
+        console().print(f"{waiting['key']} ({waiting['owner']}) has everything it waits on and can start now.")

@@ -106,6 +106,16 @@ def _to_managers(kind: str) -> Callable:
     return rule
 
 
+def _deliverable_done(ev, aud: Audience, gate) -> list[Notice]:
+    """Managers hear a deliverable is done; each owner of work that waited on it hears they can start."""
+    notices = [Notice("deliverable.completed", aud.expand(aud.managers() + aud.account_managers()),
+                      context={"name": ev.detail.get("name", ev.subject)})]
+    for waiting in ev.detail.get("unblocked", []):
+        notices.append(Notice("deliverable.unblocked", aud.expand([waiting["owner"]]),
+                              context={"name": ev.detail.get("name", ev.subject), "next": waiting}))
+    return notices
+
+
 def _sla_breached(ev, aud: Audience, gate) -> list[Notice]:
     client = [aud.settings["client_channel"]] if aud.settings.get("client_channel") else []
     return [Notice("sla.breached", aud.account_managers(), client, context=dict(ev.detail))]
@@ -124,6 +134,7 @@ RULES: dict[str, Callable[..., list[Notice]]] = {
     "timeline.overruns": _to_managers("timeline.overruns"),
     "kpi.off_track": _to_managers("kpi.off_track"),
     "sla.breached": _sla_breached,
+    "deliverable.done": _deliverable_done,
 }
 
 

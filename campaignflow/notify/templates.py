@@ -45,6 +45,12 @@ DEFAULTS: dict[str, str] = {
                          "{{ detail.starts }} to {{ detail.ends }}{% if detail.reason %} ({{ detail.reason }}){% endif %}; "
                          "you decide their gates in {{ campaign.name }} meanwhile.\n"
                          "What waits on you: campaignflow approvals --for {{ detail.delegate }}" + _LINKS,
+    "deliverable.completed.j2": "[{{ campaign.name }}] done: {{ name }}\n{{ name }} ({{ subject }}) is done"
+                                "{% if actor != 'engine' %}, marked by {{ actor }}{% endif %}."
+                                "{% for w in detail.unblocked %}\n{{ w.name }} ({{ w.owner }}) can start now.{% endfor %}" + _LINKS,
+    "deliverable.unblocked.j2": "[{{ campaign.name }}] you can start: {{ next.name }}\n{{ name }} is done, so "
+                                "{{ next.name }} ({{ next.key }}) has everything it waits on. It is yours: "
+                                "when it is finished, campaignflow done {{ campaign.id }} {{ next.key }} --as {{ next.owner }}" + _LINKS,
     "goals.communicated.j2": "[{{ campaign.name }}] our goals are approved\n{{ subject }}",
     "timeline.overruns.j2": "[{{ campaign.name }}] the timeline overruns the campaign end\n{{ subject }}: replan or move the end date." + _LINKS,
     "kpi.off_track.j2": "[{{ campaign.name }}] KPI off track: {{ detail.goal or subject }}\n"
