@@ -422,6 +422,10 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     report.messages = enqueue(s, messages, {k: len(v) for k, v in registry.channels.items()}, now)
     report.breaches = sla.check(s, now)
     clock("enqueue + sla")
+    # Each campaign's person cache holds the digest lines, whose entries hold the campaign: break that cycle,
+    # so the sweep's objects are freed as it returns rather than by a collector pass over all of them.
+    for c in campaigns.values():
+        c.people.clear()
     return report
 
 
