@@ -232,7 +232,7 @@ def mark_done(s: Session, campaign_id: str, key: str, person: str) -> tuple[m.De
     return row, unblocked
 
 
-def _unblocked_by(s: Session, campaign_id: str, spec, key: str) -> list[dict[str, str]]:
+def _unblocked_by(s: Session, campaign_id: str, spec: CampaignSpec, key: str) -> list[dict[str, str]]:
     """The not-yet-started deliverables that waited on `key` and now have everything they depend on done."""
     status = dict(s.exec(select(m.Deliverable.key, m.Deliverable.status)
                          .where(m.Deliverable.campaign_id == campaign_id)).all())

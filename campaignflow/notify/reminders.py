@@ -31,8 +31,8 @@ from sqlalchemy import String, or_, select, text, type_coerce
 from sqlmodel import Session
 
 from campaignflow import links
-from campaignflow.approvals import active_delegations
 from campaignflow import models as m
+from campaignflow.approvals import active_delegations
 from campaignflow.models_notify import REMINDER_TABLES, DeliverableReminder, GateReminder, NotifySettings
 from campaignflow.notify.audience import Audience, _chunks, _holidays, _zone, ensure_settings
 from campaignflow.notify.channels import ChannelRegistry
