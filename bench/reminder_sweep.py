@@ -75,7 +75,7 @@ def build(url: str, campaigns: int, gates: int, deliverables: int, today: dt.dat
             deliverable_rows.append({"campaign_id": cid, "key": f"deliverable-{d}", "name": f"Deliverable {d}",
                                      "owner": rng.choice(people), "duration_days": 3, "review_rounds": 0,
                                      "due": today + dt.timedelta(days=rng.randint(-20, 60)),
-                                     "status": rng.choice(["planned", "drafting"])})
+                                     "status": rng.choice(m.OWNER_TO_MOVE)})
     with eng.begin() as conn:
         conn.execute(insert(m.Campaign.__table__), campaign_rows)
         conn.execute(insert(NotifySettings.__table__), settings_rows)
@@ -98,7 +98,7 @@ def baseline_select(url: str, horizon: dt.datetime) -> tuple[float, int]:
         select(literal("gate"), G.id, G.campaign_id, G.key, G.title, type_coerce(G.approvers, String),
                cast(G.due_at, String)).where(G.status == "open", G.due_at <= horizon),
         select(literal("deliverable"), D.id, D.campaign_id, D.key, D.name, D.owner, cast(D.due, String))
-        .where(D.status.in_(("planned", "drafting")), D.due <= horizon.date()))
+        .where(D.status.in_(m.OWNER_TO_MOVE), D.due <= horizon.date()))
     eng = db.engine(url)
     start = time.perf_counter()
     with eng.connect() as conn:

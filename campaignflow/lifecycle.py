@@ -238,7 +238,7 @@ def _unblocked_by(s: Session, campaign_id: str, spec: CampaignSpec, key: str) ->
                          .where(m.Deliverable.campaign_id == campaign_id)).all())
     status[key] = "done"
     return [{"key": d.key, "name": d.name, "owner": d.owner} for d in spec.deliverables
-            if key in d.depends_on and status.get(d.key) in ("planned", "drafting")
+            if key in d.depends_on and status.get(d.key) in m.OWNER_TO_MOVE
             and all(status.get(dep) == "done" for dep in d.depends_on)]
 
 

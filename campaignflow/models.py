@@ -114,6 +114,10 @@ class Deliverable(SQLModel, table=True):
     status: str = Field(default="planned", index=True)  # planned|drafting|in_review|approved|dropped|done
 
 
+# Deliverable statuses where the owner has the next move (not yet in review, approved, done or dropped).
+OWNER_TO_MOVE = ("planned", "drafting")
+
+
 class Dependency(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("campaign_id", "deliverable", "depends_on"),)
     id: Optional[int] = Field(default=None, primary_key=True)

@@ -305,7 +305,7 @@ def _sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None) -> Sw
     deliverable_rows = fetch(not_reminded_today(
         select(D.id, D.campaign_id, D.owner, as_text(D.due), DR.reminders,
                as_text(DR.last_reminded_on), DR.level).outerjoin(DR, DR.deliverable_id == D.id), DR)
-        .where(D.status.in_(("planned", "drafting")), D.due <= horizon.date()))
+        .where(D.status.in_(m.OWNER_TO_MOVE), D.due <= horizon.date()))
 
     clock("select")
     # Campaigns with notifications switched off are dropped here (a few), not joined per row (many).

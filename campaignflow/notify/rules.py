@@ -108,11 +108,11 @@ def _to_managers(kind: str) -> Callable:
 
 def _deliverable_done(ev, aud: Audience, gate) -> list[Notice]:
     """Managers hear a deliverable is done; each owner of work that waited on it hears they can start."""
+    name = ev.detail.get("name", ev.subject)
     notices = [Notice("deliverable.completed", aud.expand(aud.managers() + aud.account_managers()),
-                      context={"name": ev.detail.get("name", ev.subject)})]
+                      context={"name": name})]
     for waiting in ev.detail.get("unblocked", []):
-        notices.append(Notice("deliverable.unblocked", aud.expand([waiting["owner"]]),
-                              context={"name": ev.detail.get("name", ev.subject), "next": waiting}))
+        notices.append(Notice("deliverable.unblocked", aud.expand([waiting["owner"]]), context={"name": name, "next": waiting}))
     return notices
 
 
