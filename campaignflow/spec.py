@@ -600,6 +600,11 @@ def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
             problems.append(f"{path}.quorum: {d.quorum} approvals can never come from {len(people)} approver(s)")
         if d.primary is not None and d.primary not in people:
             problems.append(f"{path}.primary: {d.primary!r} is not one of this gate's approvers ({', '.join(people)})")
+        kind = path.split(".")[1]
+        blocked = _needs_submitter(people, policy or "any", d.quorum, d.primary, spec.manager())
+        if blocked:
+            problems.append(f"{path}.approvers: can never be approved: {spec.manager()} submits the {kind} (the "
+                            f"campaign manager) and may not approve that work, and {blocked}")
 
     policy_default = None
     for kind in ("goals", "budget"):
@@ -645,12 +650,36 @@ def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
     if a.reviews.quorum is not None and a.reviews.policy != "quorum":
         problems.append("approvals.reviews.quorum: only used with `policy: quorum`")
     for i, d in enumerate(spec.deliverables):
+        for r, reviewers in enumerate(d.reviewers):
+            # The owner submits the asset for review (lifecycle: submitted_by=owner).
+            blocked = _needs_submitter(spec.expand(reviewers), a.reviews.policy or "all", a.reviews.quorum, None, d.owner)
+            if blocked:
+                problems.append(f"deliverables[{i}].reviewers[{r}]: review round {r + 1} of {d.key} can never be "
+                                f"approved: {d.owner} owns it and may not approve their own work, and {blocked}")
         if a.reviews.quorum is not None:
             for r, reviewers in enumerate(d.reviewers):
                 if reviewers and a.reviews.quorum > len(spec.expand(reviewers)):
                     problems.append(f"deliverables[{i}].reviewers[{r}]: fewer reviewers than the review quorum "
                                     f"{a.reviews.quorum}")
     return problems
+
+
+def _needs_submitter(people: list[str], policy: str, quorum: int | None, primary: str | None,
+                     submitter: str) -> str | None:
+    """Why a stage cannot be approved without its submitter, whose decision `approvals.decide` refuses
+    (whoever submitted the work cannot approve it); None when it can. Escalation does not count: a gate
+    must close on its own approvers."""
+    if not submitter or submitter not in people or (primary is not None and primary != submitter):
+        return None  # a primary other than the submitter closes the stage alone
+    others = len(people) - 1
+    if not others:
+        return f"{submitter} is the only approver; add another person or role"
+    if policy == "all":
+        return f"policy `all` needs {submitter} too; remove {submitter} from the approvers or use policy any"
+    if policy == "quorum" and quorum and others < quorum <= len(people):
+        return (f"quorum {quorum} cannot be reached without {submitter} ({others} other approver(s)); "
+                f"lower the quorum or add approvers")
+    return None
 
 
 def json_schema() -> dict[str, Any]:
