@@ -123,7 +123,8 @@ def _check_depth(text: str, source: str) -> None:
 
 
 def _check_keys_and_size(loader: _Loader, root: yaml.Node, source: str) -> None:
-    """Every key once per mapping, and aliases that expand to a bounded tree (not a cycle, not a bomb)."""
+    """Every key once per mapping, no NUL characters (PostgreSQL cannot store them), and aliases that
+    expand to a bounded tree (not a cycle, not a bomb)."""
     problems: list[tuple[int, str]] = []
     checked: set[int] = set()  # mappings whose keys were checked (an alias visits its anchor again)
     stack: list[tuple[yaml.Node, str, int]] = [(root, "", 0)]
@@ -135,25 +136,39 @@ def _check_keys_and_size(loader: _Loader, root: yaml.Node, source: str) -> None:
             raise YamlRefused([f"line {node.start_mark.line + 1}: aliases (*name) expand to more than {MAX_VALUES:,} "
                                f"values or {MAX_DEPTH} levels (an alias inside its own anchor?); write the values out"],
                               source)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            if "\x00" in node.value:
+                problems.append((node.start_mark.line + 1, f"{path or '(top)'}: contains a NUL character; remove it"))
+        elif isinstance(node, yaml.SequenceNode):
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(node.value))
-        elif isinstance(node, yaml.MappingNode):
-            first_line: dict[Any, int] = {}
-            check = id(node) not in checked
-            checked.add(id(node))
+        else:
+            if id(node) not in checked:
+                checked.add(id(node))
+                problems += _key_problems(loader, node, path)
             for key_node, value_node in node.value:
                 key = _key(loader, key_node)
-                child = f"{path}.{key}" if path else str(key)
-                if check and key is not None:
-                    line = key_node.start_mark.line + 1
-                    if key in first_line:
-                        problems.append((line, f"{child}: given twice, on line {first_line[key]} and line {line}; "
-                                               "keep one (YAML would silently use the last)"))
-                    else:
-                        first_line[key] = line
-                stack.append((value_node, child, depth + 1))
+                stack.append((value_node, f"{path}.{key}" if path else str(key), depth + 1))
     if problems:
         raise YamlRefused([problem for _, problem in sorted(problems)], source)
+
+
+def _key_problems(loader: _Loader, node: yaml.MappingNode, path: str) -> list[tuple[int, str]]:
+    problems: list[tuple[int, str]] = []
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = _key(loader, key_node)
+        if key is None:
+            continue
+        line = key_node.start_mark.line + 1
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            problems.append((line, f"{path or '(top)'}: a key contains a NUL character; remove it"))
+        elif key in first_line:
+            problems.append((line, f"{where}: given twice, on line {first_line[key]} and line {line}; "
+                                   "keep one (YAML would silently use the last)"))
+        else:
+            first_line[key] = line
+    return problems
 
 
 def _key(loader: _Loader, node: yaml.Node) -> Any:
