@@ -113,6 +113,12 @@ def test_non_finite_numbers_are_refused(store, tmp_path, where, value, expected)
     refused(store, path, expected)
 
 
+def test_a_nul_character_is_refused_before_it_reaches_the_store(store, tmp_path):
+    path = tmp_path / "nul.yaml"
+    path.write_text(spec_text().replace("name: Maria Lopez", 'name: "Maria\\0Lopez"'))
+    refused(store, path, "people[0].name: contains a NUL character")
+
+
 def test_a_spec_over_the_size_limit_is_refused_before_reading(store, tmp_path):
     path = tmp_path / "huge.yaml"
     path.write_text(spec_text() + "# padding\n" * 120_000)
