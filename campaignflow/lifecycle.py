@@ -83,7 +83,6 @@ def next_plan_gate(s: Session, campaign_id: str, kind: str) -> m.ApprovalGate | 
             comments = "; ".join(f"{d.person}: {d.comment}" for d in gate_decisions(s, last.id) if d.comment)
             note = f"\n\n**Changes requested on version {last.version}:** {comments}"
     plan = plans[stage_index]
-    lead = spec.people_with_role("campaign_manager")
     what = {"goals": f"the goals of {spec.name}",
             "budget": f"the budget of {spec.name}: {_money(spec.budget_total(), spec.currency)}"}[kind]
     stage = f" ({plan.name}, stage {stage_index + 1} of {len(plans)})" if len(plans) > 1 else ""
@@ -92,7 +91,7 @@ def next_plan_gate(s: Session, campaign_id: str, kind: str) -> m.ApprovalGate | 
         s, key=f"{campaign_id}/{kind}/v{version}" + (f"/{plan.name}" if len(plans) > 1 else ""),
         campaign_id=campaign_id, kind=kind, title=f"Approve {what}{stage}", description=page + note,
         version=version, stage=plan.name, stage_index=stage_index, stages_total=len(plans), amount=amount,
-        submitted_by=lead[0].handle if lead else "", **_plan_gate_fields(plan, frozenset(spec.holidays)),
+        submitted_by=spec.manager(), **_plan_gate_fields(plan, frozenset(spec.holidays)),
     )
 
 

@@ -15,19 +15,22 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from campaignflow.errors import SpecInvalid
 from campaignflow.kpis import KPI_NAMES
 from campaignflow.timeline import find_cycle
+from campaignflow.yamlload import YamlRefused, load_yaml, read_text
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=80)]
-PositiveAmount = Annotated[float, Field(gt=0)]
+MAX_AMOUNT = 1e12  # far above any campaign, and small enough that a sum of amounts stays a finite number
+PositiveAmount = Annotated[float, Field(gt=0, le=MAX_AMOUNT)]
+Measure = Annotated[float, Field(ge=-1e15, le=1e15)]  # a goal's target or baseline
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # No NaN or ±Infinity anywhere: a gate must never ask anyone to approve "inf EUR".
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class Person(Strict):
@@ -42,9 +45,9 @@ class Goal(Strict):
     name: Slug
     description: str = ""
     kpi: str = Field(min_length=1, description="What is measured: " + ", ".join(KPI_NAMES))
-    target: float
+    target: Measure
     unit: str = Field(min_length=1)
-    baseline: float = 0
+    baseline: Measure = 0
     deadline: dt.date
 
 
@@ -399,6 +402,11 @@ class CampaignSpec(Strict):
     def people_with_role(self, role: str) -> list[Person]:
         return [p for p in self.people if role in p.roles]
 
+    def manager(self) -> str:
+        """Who submits the goals and the budget for approval: the first campaign manager ('' when none)."""
+        lead = self.people_with_role("campaign_manager")
+        return lead[0].handle if lead else ""
+
     def budget_total(self) -> float:
         return round(sum(line.amount for line in self.budget), 2)
 
@@ -411,11 +419,9 @@ def spec_hash(data: dict[str, Any]) -> str:
 
 def parse_yaml(text: str, source: str = "spec") -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        raise SpecInvalid([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], source) from None
+        data = load_yaml(text, source)
+    except YamlRefused as exc:
+        raise SpecInvalid(exc.problems, source) from None
     if not isinstance(data, dict):
         raise SpecInvalid(["(top): the spec must be a YAML mapping of fields such as id, name, goals"], source)
     return data
@@ -426,7 +432,10 @@ def load_spec(path: str | Path, today: dt.date | None = None) -> tuple[CampaignS
     path = Path(path)
     if not path.is_file():
         raise SpecInvalid([f"(file): {path} does not exist or is not a file"], str(path))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path)
+    except YamlRefused as exc:
+        raise SpecInvalid(exc.problems, str(path)) from None
     return validate_spec_text(text, str(path), today), text
 
 
@@ -476,8 +485,13 @@ def _format_pydantic_error(err: dict[str, Any]) -> str:
                 msg = "must be lowercase letters, digits, '-' or '_' (e.g. landing-page)"
         elif kind in ("greater_than", "greater_than_equal") and "amount" in loc:
             msg = "must be a positive amount greater than 0"
+        elif kind == "finite_number":
+            msg = "must be a finite number (not .nan or .inf)"
+        elif kind.startswith("date_"):
+            msg = "must be a real date as YYYY-MM-DD, e.g. 2027-03-15"
         if "input" in err and kind not in ("missing",) and not isinstance(err["input"], (dict, list)):
-            msg += f" (got {err['input']!r})"
+            shown = repr(err["input"])
+            msg += f" (got {shown if len(shown) <= 60 else shown[:60] + '…'})"
     return f"{_format_path(loc)}: {msg}"
 
 
@@ -586,6 +600,11 @@ def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
             problems.append(f"{path}.quorum: {d.quorum} approvals can never come from {len(people)} approver(s)")
         if d.primary is not None and d.primary not in people:
             problems.append(f"{path}.primary: {d.primary!r} is not one of this gate's approvers ({', '.join(people)})")
+        kind = path.split(".")[1]
+        blocked = _needs_submitter(people, policy or "any", d.quorum, d.primary, spec.manager())
+        if blocked:
+            problems.append(f"{path}.approvers: can never be approved: {spec.manager()} submits the {kind} (the "
+                            f"campaign manager) and may not approve that work, and {blocked}")
 
     policy_default = None
     for kind in ("goals", "budget"):
@@ -631,12 +650,36 @@ def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
     if a.reviews.quorum is not None and a.reviews.policy != "quorum":
         problems.append("approvals.reviews.quorum: only used with `policy: quorum`")
     for i, d in enumerate(spec.deliverables):
+        for r, reviewers in enumerate(d.reviewers):
+            # The owner submits the asset for review (lifecycle: submitted_by=owner).
+            blocked = _needs_submitter(spec.expand(reviewers), a.reviews.policy or "all", a.reviews.quorum, None, d.owner)
+            if blocked:
+                problems.append(f"deliverables[{i}].reviewers[{r}]: review round {r + 1} of {d.key} can never be "
+                                f"approved: {d.owner} owns it and may not approve their own work, and {blocked}")
         if a.reviews.quorum is not None:
             for r, reviewers in enumerate(d.reviewers):
                 if reviewers and a.reviews.quorum > len(spec.expand(reviewers)):
                     problems.append(f"deliverables[{i}].reviewers[{r}]: fewer reviewers than the review quorum "
                                     f"{a.reviews.quorum}")
     return problems
+
+
+def _needs_submitter(people: list[str], policy: str, quorum: int | None, primary: str | None,
+                     submitter: str) -> str | None:
+    """Why a stage cannot be approved without its submitter, whose decision `approvals.decide` refuses
+    (whoever submitted the work cannot approve it); None when it can. Escalation does not count: a gate
+    must close on its own approvers."""
+    if not submitter or submitter not in people or (primary is not None and primary != submitter):
+        return None  # a primary other than the submitter closes the stage alone
+    others = len(people) - 1
+    if not others:
+        return f"{submitter} is the only approver; add another person or role"
+    if policy == "all":
+        return f"policy `all` needs {submitter} too; remove {submitter} from the approvers or use policy any"
+    if policy == "quorum" and quorum and others < quorum <= len(people):
+        return (f"quorum {quorum} cannot be reached without {submitter} ({others} other approver(s)); "
+                f"lower the quorum or add approvers")
+    return None
 
 
 def json_schema() -> dict[str, Any]:

@@ -36,11 +36,11 @@ def _register(spec_path: Path, today: dt.date | None = None, new_id: str | None 
     import yaml
 
     from campaignflow import db, store
-    from campaignflow.spec import load_spec, validate_spec_data
+    from campaignflow.spec import load_spec, parse_yaml, validate_spec_data
 
     parsed, text = load_spec(spec_path, today=today)
     if new_id:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text, str(spec_path))
         data["id"] = new_id
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         parsed = validate_spec_data(data, str(spec_path), today=today)
