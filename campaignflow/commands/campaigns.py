@@ -33,9 +33,14 @@ def validate(spec: Path = typer.Argument(..., help="The campaign spec (YAML)."))
 
 
 def _register(spec_path: Path, today: dt.date | None = None, new_id: str | None = None):
+    parsed, text = _parse(spec_path, today, new_id)
+    return _register_once(parsed, text, spec_path.resolve().parent)
+
+
+def _parse(spec_path: Path, today: dt.date | None = None, new_id: str | None = None):
+    """The validated spec and its text (nothing is written)."""
     import yaml
 
-    from campaignflow import db, store
     from campaignflow.spec import load_spec, validate_spec_data
 
     parsed, text = load_spec(spec_path, today=today)
@@ -44,7 +49,7 @@ def _register(spec_path: Path, today: dt.date | None = None, new_id: str | None 
         data["id"] = new_id
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         parsed = validate_spec_data(data, str(spec_path), today=today)
-    return _register_once(parsed, text, spec_path.resolve().parent)
+    return parsed, text
 
 
 def _register_once(parsed, text: str, spec_dir: Path):
@@ -87,9 +92,10 @@ def run(
     from campaignflow.commands.running import require_deployment, require_prefect
 
     out = console()
-    # Prefect first: a campaign is registered only when a run can start for it.
+    parsed, text = _parse(spec)
+    # A campaign is registered only when a run can start for it.
     require_deployment(out) if deployed else require_prefect(out)
-    campaign, created = _register(spec)
+    campaign, created = _register_once(parsed, text, spec.resolve().parent)
     out.print(f"Campaign {campaign.id} {'registered' if created else 'continues'} "
               f"(status: {campaign.status}, step: {campaign.current_step}).")
     _continue(campaign.id, campaign.status, out, deployed)
