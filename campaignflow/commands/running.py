@@ -156,12 +156,13 @@ def take_over(campaign_id: str, console) -> None:
     orphan = health.holder
     why = f"recovered by campaignflow on {claims.this_process()[0]}: {health.says}"
     states = _prefect_states([orphan.run_id]) or {}
-    if states.get(orphan.run_id, ("",))[0] in claims.PREFECT_LIVE_STATES:
+    crashed = states.get(orphan.run_id, ("",))[0] in claims.PREFECT_LIVE_STATES
+    if crashed:
         _mark_crashed(orphan.run_id, why)
     with db.session(write=True) as s:
         claims.release(s, campaign_id, orphan.run_id, why=why)
-    console.print(f"Run {orphan.run_id} no longer carried the campaign ({health.says}); "
-                  f"it is marked crashed, and the campaign continues in a new run.")
+    console.print(f"Run {orphan.run_id} no longer carried the campaign ({health.says})"
+                  f"{'; it is marked crashed in Prefect' if crashed else ''}. The campaign continues in a new run.")
 
 
 def continue_campaign(campaign_id: str, console, deployed: bool = False) -> str | None:
