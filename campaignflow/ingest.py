@@ -318,6 +318,14 @@ def row_problem(row: tuple, dates: tuple[str, str] | None, may_be_unknown: froze
     """What is wrong with one row (ROW_FIELDS order, dates as ISO text), or None: a date within `dates`, a
     platform campaign, and each measure a finite number from 0 to its MAX_VALUE (whole for counts)."""
     date = row[0]
+    try:  # the common case in one expression (a NaN, None or text fails it and gets the detailed look below)
+        imp, clicks, spend, conv, value = row[FIRST_MEASURE:FIRST_MEASURE + len(MEASURES)]
+        if (row[2] and type(imp) is int and type(clicks) is int and 0 <= imp <= MAX_COUNT and 0 <= clicks <= MAX_COUNT
+                and 0 <= spend <= MAX_MONEY and 0 <= conv <= MAX_COUNT and 0 <= value <= MAX_MONEY
+                and (not dates or dates[0] <= date <= dates[1])):
+            return None
+    except TypeError:
+        pass
     if dates and not dates[0] <= date <= dates[1]:
         return f"the date {date} is outside {dates[0]} to {dates[1]}"
     if not row[2]:
@@ -389,7 +397,7 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
                     campaign_id = mapper(pc, pc_name)
                     if campaign_id is None:
                         unmapped.setdefault(pc, [pc_name, 0])[1] += 1
-                    keys.add(hash((date, account, pc, ad_group, ad)))
+                    keys.add(hash(row[:5]))  # (date, account, platform campaign, ad group, ad)
                     buffer.append((date, name, account, pc, ad_group, ad, pc_name, campaign_id,
                                    imp, clicks, spend, conv, value, cur))
                 if len(buffer) >= CHUNK_ROWS:
