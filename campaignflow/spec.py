@@ -145,9 +145,27 @@ class MeasurementSource(Strict):
         "meta": (r"(act_)?\d+", "a Meta ad account id such as act_1234567890"),
         "ga4": (r"\d+", "a GA4 property id (digits only, e.g. 312345678)"),
     }
+    # A base_url ends in the API version (a proxy may add a path before it); without one every call is a 404.
+    _API_VERSION: ClassVar[str] = r"https?://[^\s/]+(/[^\s]*)?/v\d+(\.\d+)?(alpha|beta)?\d*/?"
+    _API_EXAMPLES: ClassVar[dict[str, str]] = {"google_ads": "https://googleads.googleapis.com/v21",
+                                               "meta": "https://graph.facebook.com/v25.0",
+                                               "ga4": "https://analyticsdata.googleapis.com/v1beta"}
     CSV_COLUMNS: ClassVar[tuple[str, ...]] = ("date", "campaign", "campaign_id", "ad_group", "ad", "impressions",
                                               "clicks", "spend", "conversions", "conversion_value", "currency")
     GA4_METRICS: ClassVar[tuple[str, ...]] = ("impressions", "clicks", "spend", "conversions", "conversion_value")
+
+    @staticmethod
+    def _leaves_folder(path: str) -> bool:
+        """Does `path`, read relative to the spec's folder, lead out of it (absolute, or more `..` than folders)?
+        Symlinks are followed where the files are read (campaignflow/connectors/csv.py)."""
+        if Path(path).is_absolute():
+            return True
+        depth = 0
+        for part in Path(path).parts:
+            depth += -1 if part == ".." else 0 if part == "." else 1
+            if depth < 0:
+                return True
+        return False
 
     def problems(self) -> list[str]:
         """What is wrong with this source, as `field: message` (the caller prefixes the path)."""
@@ -155,6 +173,9 @@ class MeasurementSource(Strict):
         if self.kind == "csv":
             if not self.path:
                 problems.append("path: a csv source needs `path` (a file or folder of exports)")
+            elif self._leaves_folder(self.path):
+                problems.append(f"path: {self.path!r} is outside the spec's folder; put the exports in that folder "
+                                "(or below it) and give `path` relative to it, e.g. data/exports/")
             for ours in self.columns:
                 if ours not in self.CSV_COLUMNS:
                     problems.append(f"columns.{ours}: not a column campaignflow reads; use one of {', '.join(self.CSV_COLUMNS)}")
@@ -176,6 +197,9 @@ class MeasurementSource(Strict):
             problems.append("conversion_actions: only meta sources count conversions from action types")
         if self.base_url and not re.match(r"https?://[^\s/]+", self.base_url):
             problems.append(f"base_url: {self.base_url!r} is not an http(s) URL")
+        elif self.base_url and self.kind in self._API_EXAMPLES and not re.fullmatch(self._API_VERSION, self.base_url):
+            problems.append(f"base_url: {self.base_url!r} has no API version at its end; write it as "
+                            f"{self._API_EXAMPLES[self.kind]} (or your proxy's address followed by the version)")
         if self.schedule and len(self.schedule.split()) != 5:
             problems.append(f"schedule: {self.schedule!r} is not a cron expression of 5 fields, e.g. '0 6 * * *'")
         return problems

@@ -27,7 +27,8 @@ def register_campaign(s: Session, spec: CampaignSpec, spec_text: str, spec_dir: 
     """Store a validated spec as a campaign with its team, goals, audience, budget and deliverables.
 
     Registering the same spec again returns the existing campaign (so a re-run
-    continues it); a different spec under the same id is refused.
+    continues it); a different spec under the same id is refused, and so is a
+    metric source declared differently from how another campaign declares it.
     """
     digest = spec_hash(spec.model_dump(mode="json"))
     existing = s.get(m.Campaign, spec.id)
@@ -38,6 +39,9 @@ def register_campaign(s: Session, spec: CampaignSpec, spec_text: str, spec_dir: 
                 f"give the changed campaign a new `id`, or run the spec it was registered with"
             )
         return existing, False
+    from campaignflow.ingest import check_sources  # ingest reads stored specs through this module
+
+    check_sources(s, spec, str(spec_dir))
     campaign = m.Campaign(
         id=spec.id, name=spec.name, client=spec.client, type=spec.type, currency=spec.currency,
         start=spec.start, end=spec.end, spec_text=spec_text, spec_hash=digest, spec_dir=str(spec_dir),

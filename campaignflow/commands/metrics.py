@@ -95,8 +95,8 @@ def _print_summary(source: str, summary: dict, out) -> None:  # noqa: ANN001
     window = "every row" if summary["since"] == "None" else f"{summary['since']} to {summary['until']}"
     out.print(f"{source}: {summary['rows_written']:,} rows written ({window}); cursor at {summary['cursor']}.")
     if summary["unmapped"]:
-        out.print(f"{summary['unmapped_rows']:,} rows belong to no campaign (kept; claim them with `campaigns:` "
-                  f"or `campaign_match:` on the source):")
+        out.print(f"{summary['unmapped_rows']:,} rows belong to no campaign in this run (kept; claim them with "
+                  f"`campaigns:` or `campaign_match:` on the source):")
         for _, pc, name, n in summary["unmapped"]:
             out.print(f"  {pc:<24} {name:<40} {n:>8,} rows", markup=False)
     for g in summary["goals"]:
