@@ -142,16 +142,36 @@ def open_gate(s: Session, *, key: str, campaign_id: str, kind: str, title: str, 
     return gate
 
 
+class GateNotFound(UserError):
+    """No gate by that number or key (a web or API caller gets 404)."""
+
+    status = 404
+
+
+# The largest id the store's integer columns hold (PostgreSQL's `integer`); a larger number names no row.
+MAX_ID = 2**31 - 1
+
+
 def find_gate(s: Session, ref: str | int, lock: bool = False) -> m.ApprovalGate:
     """A gate by number (`12`) or key (`acme-webinar/goals`)."""
     query = select(m.ApprovalGate)
     text = str(ref).strip().lstrip("#")
-    query = query.where(m.ApprovalGate.id == int(text)) if text.isdigit() else query.where(m.ApprovalGate.key == text)
+    if "\x00" in text or len(text) > 200:  # no key holds these; PostgreSQL refuses NUL in a query
+        shown = text[:40] + ("…" if len(text) > 40 else "")
+        raise GateNotFound(f"there is no gate {shown!r}; `campaignflow approvals` lists the open ones by number and key")
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if number > MAX_ID:
+            raise GateNotFound(f"there is no gate {number}; gate numbers are below {MAX_ID + 1:,} "
+                               f"and `campaignflow approvals` lists the open ones")
+        query = query.where(m.ApprovalGate.id == number)
+    else:
+        query = query.where(m.ApprovalGate.key == text)
     if lock:
         query = query.with_for_update()
     gate = s.exec(query).first()
     if gate is None:
-        raise UserError(f"there is no gate {ref!r}; `campaignflow approvals` lists the open ones")
+        raise GateNotFound(f"there is no gate {ref!r}; `campaignflow approvals` lists the open ones")
     return gate
 
 

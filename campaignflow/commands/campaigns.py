@@ -229,13 +229,15 @@ def done(
     campaign: str = typer.Argument(..., help="Campaign id."),
     deliverable: str = typer.Argument(..., help="Deliverable key, e.g. landing-page."),
     person: str = typer.Option(..., "--as", help="Who says so: its owner or a campaign manager."),
+    force: bool = typer.Option(False, "--force", help="Campaign or account manager only: mark it done although "
+                               "the goals or budget are not approved or its dependencies are open (audited)."),
 ) -> None:
     """Mark a deliverable done (published, bought, shipped); reminders about it stop."""
     from campaignflow import db
     from campaignflow.lifecycle import mark_done
 
     with db.session(write=True) as s:
-        row, unblocked = mark_done(s, campaign, deliverable, person)
+        row, unblocked = mark_done(s, campaign, deliverable, person, force=force)
     console().print(f"{row.key} is done.")
     for waiting in unblocked:
         console().print(f"{waiting['key']} ({waiting['owner']}) has everything it waits on and can start now.")

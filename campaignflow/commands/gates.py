@@ -47,8 +47,10 @@ def _decide(gate: str, person: str, outcome: str, comment: str) -> None:
 
     result, resumed = decide_and_resume(gate, person, outcome, comment or "", entry_point="cli")
     said = {"approve": "approved", "request_changes": "requested changes on", "reject": "rejected"}[outcome]
-    head = (f"{person} {said} gate #{result.gate_id} ({result.gate_key})" if result.recorded
-            else f"already on record: {person} {said} gate #{result.gate_id}; nothing changed")
+    also = [seat for seat in result.seats if seat != person]
+    head = ((f"{person} {said} gate #{result.gate_id} ({result.gate_key})"
+             + (f", also for {', '.join(also)} (standing in)" if also else "")) if result.recorded
+            else f"already on record: {result.already}; nothing changed")
     if result.status == "open":
         tail = f"the gate stays open, waiting on {', '.join(result.waiting_on)}"
     else:
