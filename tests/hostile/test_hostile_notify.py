@@ -1,0 +1,102 @@
+"""Hostile notifications (issue 13, section 5): one bad message never blocks a channel, a template runs no
+code, and a personal decision link reaches nobody but its person.
+
+Every message really goes through apprise to a local endpoint that the test reads back."""
+
+from __future__ import annotations
+
+import pytest
+
+from campaignflow import db
+from campaignflow import models as m
+from campaignflow.notify import service
+from campaignflow.notify.channels import ChannelRegistry
+from campaignflow.store import audit
+from chat_endpoints import ChatServer, notify_spec, open_gate, outbox_rows, register
+from conftest import cli
+
+ONE_MB = 1_000_000
+RUN_ID = "7c0ffee0-0000-4000-8000-000000000013"
+
+
+@pytest.fixture
+def chat():
+    with ChatServer() as server:
+        yield server
+
+
+def channels(chat: ChatServer) -> ChannelRegistry:
+    return ChannelRegistry(channels={"maria-chat": [chat.url("maria")], "team-chat": [chat.url("team")]},
+                           default="team-chat")
+
+
+def managers_campaign() -> str:
+    """A campaign whose manager, maria, reads her own channel; the run has a Prefect link."""
+    cid = register(notify_spec(channels={"maria": "maria-chat"}))
+    with db.session() as s:
+        s.get(m.Campaign, cid).flow_run_id = RUN_ID
+    return cid
+
+
+def huge_then_small(cid: str, size: int) -> None:
+    """A message of `size` characters (as a 1 MB review comment makes one) and, after it, an ordinary one,
+    both to maria's channel."""
+    with db.session() as s:
+        audit(s, cid, "step.completed", "budget", summary="lorem ipsum " * (size // 12))
+    open_gate(cid, "review-after", ["maria"], kind="review", title="Approve the landing page", submitted_by="sam")
+
+
+# -- 1. size limits, permanent refusals, and nothing waits behind a dead message -------------------
+
+def test_a_1mb_message_is_cut_to_the_services_limit_with_its_links_and_the_next_message_follows(home, chat, monkeypatch):
+    monkeypatch.setenv("PREFECT_UI_URL", "http://prefect.example")
+    chat.max_body = 64_000  # the service takes more than apprise's declared 32,768 characters for json://
+    cid = managers_campaign()
+    huge_then_small(cid, ONE_MB)
+    report = service.run_once(channels(chat), reminders=False)
+
+    assert report.delivery.dead == report.delivery.retrying == 0, report.delivery.problems
+    to_maria = [msg for path, msg in zip(chat.paths, chat.messages()) if path == "/maria"]
+    assert [msg["title"] for msg in to_maria] == ["[Northwind Q1 2027 webinar launch] step budget completed",
+                                                  "[Northwind Q1 2027 webinar launch] waiting for your approval: "
+                                                  "Approve the landing page"]
+    big = to_maria[0]["message"]
+    first_row = next(r for r in outbox_rows() if r.kind == "step.completed")
+    assert len(big) <= 32_768
+    assert f"shortened to fit this channel; the whole message: campaignflow outbox show {first_row.id}" in big
+    assert big.rstrip().endswith(f"http://prefect.example/runs/flow-run/{RUN_ID}")  # the run link survives the cut
+    assert len(first_row.body) > ONE_MB - 12  # the outbox keeps the whole text
+
+
+def test_a_message_the_service_refuses_for_good_is_dead_at_once_and_holds_up_nothing(home, chat):
+    chat.max_body = 3_000  # smaller than apprise knows of: the service answers 413 Payload Too Large
+    cid = managers_campaign()
+    huge_then_small(cid, 10_000)
+    report = service.run_once(channels(chat), reminders=False)
+
+    refused = next(r for r in outbox_rows() if r.kind == "step.completed")
+    assert refused.status == "dead" and refused.attempts == 1
+    assert "HTTP 413" in refused.last_error and "not retried" in refused.last_error
+    # the approver's "waiting on you" behind it went out in the same pass
+    assert chat.titles() == ["[Northwind Q1 2027 webinar launch] waiting for your approval: Approve the landing page"]
+    assert report.delivery.dead == 1 and report.delivery.retrying == 0
+
+    shown = cli("outbox", "show", str(refused.id))
+    assert shown.returncode == 0, shown.stderr
+    assert "lorem ipsum " * 800 in shown.stdout and "HTTP 413" in shown.stdout
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+def test_a_service_that_asks_to_come_back_later_gets_the_message_again(home, chat, status):
+    chat.failing_status = status
+    cid = managers_campaign()
+    open_gate(cid, "review-after", ["maria"], kind="review", submitted_by="sam")
+    service.run_once(channels(chat), reminders=False)
+    assert {r.status for r in outbox_rows()} == {"pending"}
+    assert f"error={status}" in outbox_rows()[0].last_error
+
+
+def test_outbox_show_refuses_a_message_that_does_not_exist(home):
+    from invariants import assert_refused
+
+    assert_refused(cli("outbox", "show", "999"), "there is no outbox message 999")
