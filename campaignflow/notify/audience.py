@@ -10,8 +10,8 @@ person reads, and whether it is quiet hours or a day off where they are.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
@@ -21,10 +21,12 @@ from sqlmodel import Session
 from campaignflow import models as m
 from campaignflow.models_notify import NotifySettings
 from campaignflow.notify.channels import ChannelRegistry
+from campaignflow.notify.templates import template_folder
 from campaignflow.spec import CampaignSpec, Notifications
 from campaignflow.timeline import is_business_day
 
 UTC = dt.timezone.utc
+log = logging.getLogger("campaignflow.notify")
 
 
 def resolve(spec: CampaignSpec, spec_dir: str = "") -> dict[str, Any]:
@@ -47,10 +49,7 @@ def resolve(spec: CampaignSpec, spec_dir: str = "") -> dict[str, Any]:
             team_of.setdefault(handle, team.name)
     client = spec.expand(n.sla.client) if n.sla.client else [
         p.handle for p in spec.people if any(r.startswith("client_") for r in p.roles)]
-    templates = None
-    if n.templates:
-        folder = Path(n.templates).expanduser()
-        templates = str(folder if folder.is_absolute() else Path(spec_dir or ".") / folder)
+    templates = template_folder(n.templates, spec_dir) if n.templates else None
     return {
         "enabled": n.enabled,
         "opted_in": opted_in,
@@ -98,8 +97,6 @@ def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str,
         return out
     import yaml
 
-    from campaignflow.spec import validate_spec_data
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ten times faster on many specs
     rows = []
     for chunk in _chunks(stale, 900):
@@ -107,8 +104,7 @@ def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str,
                           .where(m.Campaign.id.in_(chunk))).all()
     fresh, changed = [], []
     for cid, text, spec_dir, digest in rows:
-        # A stored spec was valid when registered; dates are not re-checked against today.
-        data = resolve(validate_spec_data(yaml.load(text, Loader=loader), f"campaign {cid}", today=dt.date.min), spec_dir)
+        data = resolve(_stored_spec(yaml.load(text, Loader=loader), cid), spec_dir)
         out[cid] = data
         values = {"campaign_id": cid, "spec_hash": digest, "settings": data, "enabled": data["enabled"],
                   "lead_days": data["reminders"]["due_soon_days"],
@@ -121,6 +117,23 @@ def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str,
     for values in changed:
         s.execute(table.update().where(table.c.campaign_id == values["campaign_id"]).values(**values))
     return out
+
+
+def _stored_spec(data: dict[str, Any], cid: str) -> CampaignSpec:
+    """A stored spec was valid when registered: dates are not re-checked against today, and one registered
+    before template folders had to stay in the spec's folder keeps its notifications, with default templates."""
+    from campaignflow.errors import SpecInvalid
+    from campaignflow.spec import validate_spec_data
+
+    try:
+        return validate_spec_data(data, f"campaign {cid}", today=dt.date.min)
+    except SpecInvalid as exc:
+        if not any(p.startswith("notifications.templates:") for p in exc.problems):
+            raise
+        log.warning("campaign %s: %s; its messages use the default templates", cid,
+                    next(p for p in exc.problems if p.startswith("notifications.templates:")))
+        notifications = {k: v for k, v in data["notifications"].items() if k != "templates"}
+        return validate_spec_data({**data, "notifications": notifications}, f"campaign {cid}", today=dt.date.min)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

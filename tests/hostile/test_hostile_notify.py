@@ -100,3 +100,65 @@ def test_outbox_show_refuses_a_message_that_does_not_exist(home):
     from invariants import assert_refused
 
     assert_refused(cli("outbox", "show", "999"), "there is no outbox message 999")
+
+
+# -- 2. templates: a sandbox, and only from the spec's own folder ------------------------------------
+
+RUN_CODE = "{{ cycler.__init__.__globals__.os.popen('touch %s; id').read() }}\nowned"
+
+
+def test_a_team_template_cannot_run_code_and_the_message_still_goes_out(home, chat, tmp_path, caplog):
+    marker = tmp_path / "ran-code"
+    spec_dir = tmp_path / "campaign"
+    (spec_dir / "notify-templates").mkdir(parents=True)
+    (spec_dir / "notify-templates" / "gate.waiting.j2").write_text(RUN_CODE % marker)
+    cid = register(notify_spec({"templates": "notify-templates"}, channels={"maria": "maria-chat"}),
+                   spec_dir=str(spec_dir))
+    open_gate(cid, "review", ["maria"], kind="review", title="Approve the landing page", submitted_by="sam")
+    service.run_once(channels(chat), reminders=False)
+
+    assert not marker.exists(), "the template ran a shell command"
+    assert chat.titles() == ["[Northwind Q1 2027 webinar launch] waiting for your approval: Approve the landing page"]
+    assert "uid=" not in chat.messages()[0]["message"]
+    assert "gate.waiting.j2" in caplog.text and "the default template was used" in caplog.text
+
+
+@pytest.mark.parametrize("folder", ["/etc", "../shared-templates", "notify/../../elsewhere", "~/templates"])
+def test_a_templates_folder_outside_the_spec_folder_is_refused_naming_the_field(home, tmp_path, folder):
+    from invariants import assert_refused
+    from conftest import write_spec
+
+    path = write_spec(tmp_path / "campaign.yaml", notify_spec({"templates": folder}))
+    assert_refused(cli("validate", str(path)), "notifications.templates", "leads out of the spec's folder",
+                   exit_codes=(2,))
+
+
+def test_a_templates_folder_or_file_that_links_out_of_the_spec_folder_is_not_read(home, chat, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "gate.waiting.j2").write_text("secret from outside\n{{ gate.title }}")
+    spec_dir = tmp_path / "campaign"
+    spec_dir.mkdir()
+    (spec_dir / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (spec_dir / "own").mkdir()
+    (spec_dir / "own" / "gate.waiting.j2").symlink_to(outside / "gate.waiting.j2")
+    for folder in ("linked-folder", "own"):
+        cid = register(notify_spec({"templates": folder}, channels={"maria": "maria-chat"}, id=f"c-{folder}"),
+                       spec_dir=str(spec_dir))
+        open_gate(cid, "review", ["maria"], kind="review", submitted_by="sam")
+    service.run_once(channels(chat), reminders=False)
+    assert len(chat.titles()) == 2
+    assert not any("secret from outside" in t for t in chat.titles())
+
+
+def test_a_campaign_stored_before_the_folder_rule_keeps_its_messages_with_the_default_templates(home, chat, tmp_path):
+    import yaml
+
+    cid = register(notify_spec(channels={"maria": "maria-chat"}))
+    with db.session() as s:  # as an older version stored it: an absolute templates folder
+        campaign = s.get(m.Campaign, cid)
+        campaign.spec_text = yaml.safe_dump(notify_spec({"templates": str(tmp_path)}, channels={"maria": "maria-chat"}))
+        campaign.spec_hash = "stored-before"
+    open_gate(cid, "review", ["maria"], kind="review", title="Approve the landing page", submitted_by="sam")
+    service.run_once(channels(chat), reminders=False)
+    assert chat.titles() == ["[Northwind Q1 2027 webinar launch] waiting for your approval: Approve the landing page"]
