@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlmodel import Session
 
+from campaignflow import links
 from campaignflow import models as m
 from campaignflow.models_notify import NotifySettings
 from campaignflow.notify.channels import ChannelRegistry
@@ -148,6 +149,7 @@ class Audience:
         self.campaign_id = campaign_id
         self.settings = settings
         self.registry = registry
+        self._readers: dict[str, set[str]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -201,6 +203,42 @@ class Audience:
                 if maps.get(role):
                     return maps[role]
         return self.settings.get("default_channel") or reg.default
+
+    def own_channel(self, handle: str) -> str | None:
+        """The channel that belongs to this one person, if any: their own (the spec's `channel:` or the
+        channels block's `people:`), read by nobody else here, and no team's, role's, client's or default channel."""
+        person = self.settings["people"].get(handle)
+        channel = person and (person.get("channel") or self.registry.people.get(handle))
+        return channel if channel and self.readers().get(channel) == {handle} else None
+
+    def readers(self) -> dict[str, set[str]]:
+        """Who reads each channel (computed once): the campaign's people, whoever the channels block maps
+        to it, and "*" for a channel meant for a group."""
+        if self._readers is None:
+            s, reg = self.settings, self.registry
+            readers: dict[str, set[str]] = {}
+            for handle in s["people"]:
+                readers.setdefault(self.channel_for(handle) or "", set()).add(handle)
+            for handle, channel in reg.people.items():
+                readers.setdefault(channel, set()).add(handle)
+            shared = ({t.get("channel") for t in s["teams"].values()} | set(reg.teams.values()) | set(s["roles"].values())
+                      | set(reg.roles.values()) | {s.get("default_channel"), s.get("client_channel"), reg.default})
+            for channel in shared - {None}:
+                readers.setdefault(channel, set()).add("*")
+            self._readers = readers
+        return self._readers
+
+    def decision_links(self, gate_id: int, channel: str, people: list[str]) -> dict[str, dict[str, str]]:
+        """The one home of the link privacy rule: a signed decision link decides as its person, so a message
+        carries one only to a channel that belongs to that one person. Anywhere else: no links at all."""
+        out: dict[str, dict[str, str]] = {"approve": {}, "changes": {}}
+        for handle in people:
+            if channel and self.own_channel(handle) == channel:
+                for key, decision in (("approve", "approve"), ("changes", "request_changes")):
+                    url = links.approval_link(gate_id, handle, decision)
+                    if url:
+                        out[key][handle] = url
+        return out
 
     def calendar(self, handle: str | None) -> dict[str, Any]:
         person = self.settings["people"].get(handle or "", {})

@@ -38,7 +38,8 @@ DEFAULTS: dict[str, str] = {
     "gate.waiting.j2": "[{{ campaign.name }}] waiting for your approval: {{ gate.title }}\n"
                        "Gate #{{ gate.id }} is waiting on " + _WAITING + " (policy: {{ gate.policy }})."
                        "{% if gate.due_at %} Due {{ gate.due_at }}.{% endif %}\n"
-                       "Decide: campaignflow approve {{ gate.id }} --as HANDLE" + _LINKS,
+                       "Decide: campaignflow approve {{ gate.id }} --as HANDLE{% if not links.approve %} "
+                       "(one-click decision links go only to each approver's own channel){% endif %}" + _LINKS,
     "gate.approved.j2": "[{{ campaign.name }}] approved: {{ gate.title }}\nGate #{{ gate.id }} is approved"
                         "{% if decided_by %} by {{ decided_by | join(', ') }}{% endif %}." + _LINKS,
     "gate.changes_requested.j2": "[{{ campaign.name }}] changes requested: {{ gate.title }}\n"

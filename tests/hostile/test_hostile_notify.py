@@ -162,3 +162,65 @@ def test_a_campaign_stored_before_the_folder_rule_keeps_its_messages_with_the_de
     open_gate(cid, "review", ["maria"], kind="review", title="Approve the landing page", submitted_by="sam")
     service.run_once(channels(chat), reminders=False)
     assert chat.titles() == ["[Northwind Q1 2027 webinar launch] waiting for your approval: Approve the landing page"]
+
+
+# -- 3. a personal decision link reaches its person's own channel and nothing else ------------------
+
+WEB = "http://decide.example"
+
+
+def decision_links_in(text: str) -> list[tuple[str, str]]:
+    """(person, decision) of every signed link in a text."""
+    import re
+
+    from campaignflow.signing import verify
+
+    return [(c.person, c.decision) for c in (verify(t) for t in re.findall(re.escape(WEB) + r"/decide/([^\s)]+)", text))]
+
+
+def on(chat: ChatServer, path: str) -> str:
+    return "\n".join(msg["title"] + "\n" + msg["message"] for p, msg in zip(chat.paths, chat.messages()) if p == path)
+
+
+def test_a_shared_channel_gets_the_request_without_anyones_link_and_a_personal_one_only_its_own(home, chat, monkeypatch):
+    monkeypatch.setenv("CAMPAIGNFLOW_WEB_URL", WEB)
+    # maria reads her own channel; priya and felix read the team's (the default); omar and lea share one
+    registry = ChannelRegistry(channels={"maria-chat": [chat.url("maria")], "team-chat": [chat.url("team")],
+                                         "design-chat": [chat.url("design")]}, default="team-chat")
+    cid = register(notify_spec(channels={"maria": "maria-chat", "omar": "design-chat", "lea": "design-chat"}))
+    gate_id = open_gate(cid, "budget", ["maria", "priya", "felix", "omar", "lea"], kind="budget")
+    service.run_once(registry, reminders=False)
+
+    team, design, own = on(chat, "/team"), on(chat, "/design"), on(chat, "/maria")
+    assert "waiting for your approval" in team and f"campaignflow approve {gate_id} --as HANDLE" in team
+    assert "one-click decision links go only to each approver's own channel" in team
+    assert decision_links_in(team) == [] and decision_links_in(design) == []
+    assert decision_links_in(own) == [("maria", "approve"), ("maria", "request_changes")]
+
+
+def test_a_reminder_digest_on_a_shared_channel_carries_no_link(home, chat, monkeypatch):
+    import datetime as dt
+
+    monkeypatch.setenv("CAMPAIGNFLOW_WEB_URL", WEB)
+    registry = channels(chat)
+    cid = register(notify_spec({"mute": ["gate.waiting"]}, channels={"maria": "maria-chat"}))
+    day = dt.date.today() + dt.timedelta(days=21)
+    wednesday = dt.datetime.combine(day + dt.timedelta(days=(2 - day.weekday()) % 7), dt.time(10), dt.timezone.utc)
+    open_gate(cid, "budget", ["maria", "priya"], kind="budget", due_at=wednesday - dt.timedelta(days=1),
+              opened_at=wednesday - dt.timedelta(days=5))
+    service.run_once(registry, now=wednesday)
+
+    team, own = on(chat, "/team"), on(chat, "/maria")
+    assert "overdue" in team and "campaignflow approve" in team and decision_links_in(team) == []
+    assert "overdue" in own and decision_links_in(own) == [("maria", "approve")]
+
+
+def test_the_prefect_resume_form_lists_no_signed_links(home, monkeypatch):
+    monkeypatch.setenv("CAMPAIGNFLOW_WEB_URL", WEB)
+    from flows.gates import _form_text
+
+    gate = m.ApprovalGate(id=7, key="c/budget", campaign_id="c", kind="budget", title="Approve the budget",
+                          description="Media and production", approvers=["priya", "felix"], policy="all")
+    text = _form_text([(gate, ["priya", "felix"])])
+    assert "Waiting on: **priya, felix**" in text and "campaignflow approve 7 --as PERSON" in text
+    assert "/decide/" not in text
