@@ -382,10 +382,22 @@ def _notification_problems(spec: CampaignSpec) -> list[str]:
             if name not in handles and not name.replace("_", "").replace("-", "").isalnum():
                 problems.append(f"notifications.reminders.escalate_to[{level}][{j}]: {name!r} is not a person or role name")
     refs("notifications.sla.client", n.sla.client)
+    if n.templates is not None and _leaves_spec_folder(n.templates):
+        problems.append(f"notifications.templates: {n.templates!r} leads out of the spec's folder; name a folder "
+                        "inside it, relative to the spec file, e.g. notify-templates (no absolute path, '~' or '..')")
     for j, kind in enumerate(n.mute):
         if kind not in MESSAGE_KINDS:
             problems.append(f"notifications.mute[{j}]: {kind!r} is not a message kind; use one of {', '.join(MESSAGE_KINDS)}")
     return problems
+
+
+def _leaves_spec_folder(path: str) -> bool:
+    """Template overrides run with the flow's rights, so they come from the spec's own folder and nowhere else."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    parts = PurePosixPath(path.replace("\\", "/")).parts
+    return (PurePosixPath(path).is_absolute() or bool(PureWindowsPath(path).drive) or path.startswith("~")
+            or ".." in parts)
 
 
 class CampaignSpec(Strict):

@@ -25,7 +25,6 @@ from sqlmodel import select
 from campaignflow import claims, db, models as m, settings
 from campaignflow.approvals import DecisionResult, apply_timeouts, decide, waiting_on
 from campaignflow.errors import UserError
-from campaignflow.links import approval_link
 from campaignflow.store import attach_flow_run, gate_decisions
 from tasks.progress import say
 from tasks.notify import notify_now
@@ -49,13 +48,13 @@ def _form_text(gates: list[tuple[m.ApprovalGate, list[str]]]) -> str:
     for gate, left in gates:
         amount = f"\n\n**Amount:** {gate.amount:,.2f}" if gate.amount else ""
         due = f" Due {m.as_utc(gate.due_at):%Y-%m-%d %H:%M} UTC." if gate.due_at else ""
-        links = [f"[{person}]({url})" for person in left if (url := approval_link(gate.id, person))]
-        one_click = f"\n\nOne-click decision pages: {', '.join(links)}" if links else ""
+        # No signed links here: everyone who can open the run would decide as the link's person.
         parts.append(f"## Gate #{gate.id}: {gate.title}\n\n{gate.description}{amount}\n\n"
-                     f"Waiting on: **{', '.join(left)}** (policy: {gate.policy}).{due}{one_click}")
+                     f"Waiting on: **{', '.join(left)}** (policy: {gate.policy}).{due}")
     first = gates[0][0]
     return ("\n\n---\n\n".join(parts) + "\n\nFill in the gate number, your handle and your decision, "
-            f"or from a terminal: `campaignflow approve {first.id} --as PERSON`")
+            f"or from a terminal: `campaignflow approve {first.id} --as PERSON`, or with the one-click link "
+            "that each approver gets in their own channel.")
 
 
 def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:

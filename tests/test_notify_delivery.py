@@ -262,8 +262,8 @@ def test_a_team_overrides_a_template_and_a_broken_one_falls_back_to_the_default(
         "Please decide: {{ gate.title }}\n{% for p in recipients %}@{{ p.handle }} {% endfor %}see {{ links.run or 'the CLI' }}")
     (folder / "gate.approved.j2").write_text("{{ gate.no_such_field.upper() }}\n")
     registry = registry_for(chat)
-    data = notify_spec({"templates": str(folder)}, channels={"maria": "maria-chat", "priya": "maria-chat"})
-    cid = register(data)
+    data = notify_spec({"templates": "our-templates"}, channels={"maria": "maria-chat", "priya": "maria-chat"})
+    cid = register(data, spec_dir=str(tmp_path))  # the folder is named relative to the spec's own folder
     gate_id = open_gate(cid, "goals", ["priya"])
     service.run_once(registry, reminders=False)
     assert chat.messages()[0]["title"] == "Please decide: Approve goals"
