@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from campaignflow import db
-from campaignflow.approvals import (TEXT_LIMIT, VERBS, closed_text, decide_by_link, decided_by, seats_of,
+from campaignflow.approvals import (TEXT_LIMIT, VERBS, closed_text, decide_by_link, decided_by, undecided_seats,
                                     waiting_on)
 from campaignflow.errors import UserError
 from campaignflow.signing import LinkRefused, verify
@@ -94,7 +94,7 @@ def show_decision(token: str) -> HTMLResponse:
                 raise LinkRefused("This link has already been used. Each link decides once.", 409)
             gate = find_gate(s, claim.gate_id)
             decisions = gate_decisions(s, gate.id)
-            seats = [seat for seat in seats_of(s, gate, claim.person) if seat not in {d.person for d in decisions}]
+            seats = undecided_seats(s, gate, decisions, claim.person)
     except UserError as exc:
         return _refusal(exc)
     if gate.status != "open":
