@@ -15,6 +15,7 @@ import html
 import os
 
 from fastapi import FastAPI, Form, Header, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
@@ -62,6 +63,14 @@ class BodySizeLimit:
 
 app = FastAPI(title="campaignflow approvals", version="1")
 app.add_middleware(BodySizeLimit)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each wrong field. FastAPI's own answer echoes the input back, and fails (500) on input
+    that JSON cannot carry out again, such as the -Infinity Python's JSON reader accepts."""
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
+    return JSONResponse({"detail": problems}, 422)
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:

@@ -161,6 +161,16 @@ def test_a_gate_id_that_names_no_gate_is_a_clear_cli_error(home, gate):
     assert store_row_counts(f"sqlite:///{home / 'campaignflow.db'}") == before
 
 
+@pytest.mark.parametrize("body", [b"[[-Infinity]]", b'{"person": Infinity, "decision": "approve"}', b"NaN", b"{"])
+def test_a_json_body_json_cannot_carry_back_is_a_422_naming_the_field(store_url, server, budget_gate, body):
+    """Found by the property test below: FastAPI's 422 echoed the input and failed (500) on -Infinity."""
+    before = store_row_counts(store_url)
+    status, text = raw(server, "POST", f"/api/gates/{budget_gate.id}/decisions", body,
+                       [("Authorization", f"Bearer {TOKEN}".encode()), ("Content-Type", b"application/json")])
+    assert_4xx_with_message(status, text, "body")
+    assert store_row_counts(store_url) == before
+
+
 # -- 2. stated limits for comments and request bodies -------------------------------------------
 
 def test_a_megabyte_comment_is_refused_by_the_one_door_naming_the_limit(budget_gate):
