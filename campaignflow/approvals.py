@@ -140,6 +140,13 @@ def seats_of(s: Session, gate: m.ApprovalGate, person: str) -> list[str]:
     return [a for a in gate.approvers if a == person or stand_ins.get(a) == person]
 
 
+def undecided_seats(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], person: str,
+                    held: list[str] | None = None) -> list[str]:
+    """The seats `person` holds on the gate (`held`, when already known) that no decision fills yet."""
+    decided = {d.person for d in decisions}
+    return [seat for seat in (held if held is not None else seats_of(s, gate, person)) if seat not in decided]
+
+
 def decided_by(decisions: list[m.Decision], person: str) -> list[m.Decision]:
     """The decisions `person` made themselves (for their own seat or as someone's delegate)."""
     return [d for d in decisions if (d.decided_by or d.person) == person]
@@ -199,9 +206,8 @@ def _open_seats(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], p
     if mine and mine[0].outcome != outcome:
         raise UserError(f"{person} already {VERBS[mine[0].outcome]} gate {gate.id} ({gate.key}) at "
                         f"{mine[0].decided_at:%Y-%m-%d %H:%M} UTC; a decision cannot be changed")
-    decided = {d.person for d in decisions}
     held = seats_of(s, gate, person)
-    seats = [seat for seat in held if seat not in decided]
+    seats = undecided_seats(s, gate, decisions, person, held)
     if mine and not seats:
         return []
     if gate.status != "open":

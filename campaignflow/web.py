@@ -15,11 +15,12 @@ import html
 import os
 
 from fastapi import FastAPI, Form, Header, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from campaignflow import db
-from campaignflow.approvals import (TEXT_LIMIT, VERBS, closed_text, decide_by_link, decided_by, seats_of,
+from campaignflow.approvals import (TEXT_LIMIT, VERBS, closed_text, decide_by_link, decided_by, undecided_seats,
                                     waiting_on)
 from campaignflow.errors import UserError
 from campaignflow.signing import LinkRefused, verify
@@ -64,6 +65,14 @@ app = FastAPI(title="campaignflow approvals", version="1")
 app.add_middleware(BodySizeLimit)
 
 
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each wrong field. FastAPI's own answer echoes the input back, and fails (500) on input
+    that JSON cannot carry out again, such as the -Infinity Python's JSON reader accepts."""
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
+    return JSONResponse({"detail": problems}, 422)
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(status_code=status, content=f"""<!doctype html><html><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
@@ -94,7 +103,7 @@ def show_decision(token: str) -> HTMLResponse:
                 raise LinkRefused("This link has already been used. Each link decides once.", 409)
             gate = find_gate(s, claim.gate_id)
             decisions = gate_decisions(s, gate.id)
-            seats = [seat for seat in seats_of(s, gate, claim.person) if seat not in {d.person for d in decisions}]
+            seats = undecided_seats(s, gate, decisions, claim.person)
     except UserError as exc:
         return _refusal(exc)
     if gate.status != "open":
