@@ -189,9 +189,13 @@ def _prefect_server_on_postgres(home: Path):
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
-    """A real headless Chromium (Debian's package) driven by playwright; skipped with the reason when absent."""
+    """A real headless Chromium (Debian's package) driven by playwright; skipped with the reason when absent.
+
+    One per test, not per session: playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open, and Prefect's sync calls in later tests would then hand back unawaited coroutines.
+    """
     reason = None
     if not Path(CHROMIUM).exists():
         reason = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"

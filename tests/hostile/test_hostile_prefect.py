@@ -302,25 +302,30 @@ def test_one_claim_wins_among_concurrent_runs(store_url):
         assert claims.claim(s, campaign_id, "run-late", "host-b", 7, now=later) is None  # lease expired: taken
 
 
-def _holder(**fields) -> claims.Holder:
+def _holder(lease_in: float | None = 30, **fields) -> claims.Holder:
+    """A holder whose lease ends `lease_in` seconds from now (None: no process, a suspended deployed run)."""
+    lease = None if lease_in is None else m.utcnow() + dt.timedelta(seconds=lease_in)
     base = dict(campaign_id="c", status="running", step="budget", run_id="r1", host="elsewhere", pid=42,
-                lease_until=m.utcnow() + dt.timedelta(seconds=30))
+                lease_until=lease)
     return claims.Holder(**{**base, **fields})
 
 
+SUSPENDED = dict(lease_in=None, host="", pid=None)
+
+
 @pytest.mark.parametrize("holder, prefect, reachable, state", [
-    (_holder(), ("PAUSED", "Paused"), True, "holding"),
-    (_holder(lease_until=m.utcnow() - dt.timedelta(seconds=1)), ("PAUSED", "Paused"), True, "orphaned"),
-    (_holder(host=socket.gethostname(), pid=2 ** 22 + 12345), ("RUNNING", "Running"), True, "orphaned"),
-    (_holder(), ("CANCELLED", "Cancelled"), True, "orphaned"),
-    (_holder(host="", pid=None, lease_until=None), ("PAUSED", "Suspended"), True, "waiting-suspended"),
-    (_holder(host="", pid=None, lease_until=None), ("FAILED", "Failed"), True, "orphaned"),
-    (_holder(host="", pid=None, lease_until=None), None, True, "orphaned"),
-    (_holder(host="", pid=None, lease_until=None), None, False, "unknown"),
-    (_holder(run_id=None, lease_until=None), None, True, "none"),
-    (_holder(status="completed", run_id=None, lease_until=None), None, True, "finished"),
+    ({}, ("PAUSED", "Paused"), True, "holding"),
+    (dict(lease_in=-1), ("PAUSED", "Paused"), True, "orphaned"),
+    (dict(host=socket.gethostname(), pid=2 ** 22 + 12345), ("RUNNING", "Running"), True, "orphaned"),
+    ({}, ("CANCELLED", "Cancelled"), True, "orphaned"),
+    (SUSPENDED, ("PAUSED", "Suspended"), True, "waiting-suspended"),
+    (SUSPENDED, ("FAILED", "Failed"), True, "orphaned"),
+    (SUSPENDED, None, True, "orphaned"),
+    (SUSPENDED, None, False, "unknown"),
+    (dict(lease_in=None, run_id=None), None, True, "none"),
+    (dict(lease_in=None, run_id=None, status="completed"), None, True, "finished"),
 ])
 def test_where_the_store_and_prefect_disagree_status_says_so(holder, prefect, reachable, state):
-    health = claims.run_health(holder, prefect, prefect_reachable=reachable)
+    health = claims.run_health(_holder(**holder), prefect, prefect_reachable=reachable)
     assert health.state == state
     assert ("campaignflow recover c" in health.text) == (state in ("orphaned", "none"))
