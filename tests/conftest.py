@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -214,3 +216,83 @@ def browser():
             "--disable-component-update", "--disable-sync"])
         yield chromium
         chromium.close()
+
+
+class Terminal:
+    """A `campaignflow` command running in its own process (as in a second terminal), its output collected
+    line by line as it comes."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import threading
+
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "campaignflow", *args], cwd=ROOT,
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.text:
+                return
+            if self.proc.poll() is not None and text not in self.text:
+                time.sleep(0.5)  # the last lines may still be on their way
+                if text in self.text:
+                    return
+                raise AssertionError(f"process ended before {text!r}:\n{self.text}")
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} did not appear in {timeout}s:\n{self.text}")
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def finish(self, timeout: float = 120) -> int:
+        return self.proc.wait(timeout)
+
+
+@contextmanager
+def serve_web(monkeypatch) -> Iterator[str]:
+    """`campaignflow.web:app` under uvicorn on a free loopback port, in a daemon thread; yields its base URL,
+    which is also set as CAMPAIGNFLOW_WEB_URL (so links point at it), and stops the server afterwards."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    monkeypatch.setenv("CAMPAIGNFLOW_SECRET", "test-secret-key")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    from campaignflow.web import app
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("CAMPAIGNFLOW_WEB_URL", base)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(5)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,47 +13,11 @@ from sqlmodel import select
 from campaignflow import db, lifecycle, models as m, store
 from campaignflow.approvals import pending_for
 from campaignflow.spec import validate_spec_data
-from conftest import ROOT, cli, future_spec, write_spec
+from conftest import ROOT, Terminal, cli, future_spec, write_spec
 
 pytestmark = pytest.mark.prefect
 
 
-class Terminal:
-    """A `campaignflow` command running in its own process, its output collected line by line."""
-
-    def __init__(self, *args: str):
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "campaignflow", *args], cwd=ROOT, env=dict(os.environ),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for(self, text: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.text:
-                return
-            if self.proc.poll() is not None and text not in self.text:
-                time.sleep(0.5)
-                if text in self.text:
-                    return
-                raise AssertionError(f"process ended before {text!r}:\n{self.text}")
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} did not appear in {timeout}s:\n{self.text}")
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def finish(self, timeout: float = 120) -> int:
-        return self.proc.wait(timeout)
 
 
 def approve_everything(campaign_id: str, stop: threading.Event, skip_kinds=()):

@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 
 import pytest
 import requests
-import uvicorn
 import yaml
 from sqlmodel import select
 
 from campaignflow import db, lifecycle, models as m, store
 from campaignflow.signing import sign
 from campaignflow.spec import validate_spec_data
-from conftest import ROOT, future_spec
+from conftest import ROOT, future_spec, serve_web
 
 
 @pytest.fixture
 def web(home, monkeypatch):
-    monkeypatch.setenv("CAMPAIGNFLOW_SECRET", "test-secret-key")
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    from campaignflow.web import app
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    monkeypatch.setenv("CAMPAIGNFLOW_WEB_URL", f"http://127.0.0.1:{port}")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    with serve_web(monkeypatch) as base:
+        yield base
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import requests
 from sqlmodel import select
 
 from campaignflow import claims, db, models as m
-from conftest import ROOT, cli, future_spec, write_spec
+from conftest import ROOT, Terminal, cli, future_spec, write_spec
 from invariants import assert_refused, store_row_counts
 
 pytestmark = pytest.mark.prefect
@@ -58,35 +57,6 @@ def flow_run(server: dict, run_id: str) -> dict:
     return requests.get(f"{server['api']}/flow_runs/{run_id}", timeout=10).json()
 
 
-class Terminal:
-    """A `campaignflow` command running in its own process, its output collected as it comes."""
-
-    def __init__(self, *args: str, env: dict):
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "campaignflow", *args], cwd=ROOT,
-                                     env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for(self, text: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.text:
-            if time.monotonic() > deadline or self.proc.poll() is not None and (time.sleep(0.5) or text not in self.text):
-                raise AssertionError(f"{text!r} did not appear:\n{self.text}")
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
 
 
 def approve_all(campaign_id: str, stop: threading.Event) -> None:

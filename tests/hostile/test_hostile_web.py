@@ -8,16 +8,13 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 
 import pytest
 import requests
-import uvicorn
 import yaml
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from sqlmodel import select
@@ -26,7 +23,7 @@ from campaignflow import approvals, db, lifecycle, models as m, settings, store
 from campaignflow.errors import UserError
 from campaignflow.signing import KeyUnusable, sign
 from campaignflow.spec import validate_spec_data
-from conftest import ROOT, cli, future_spec
+from conftest import ROOT, cli, future_spec, serve_web
 from invariants import assert_refused, store_row_counts
 
 TOKEN = "s3cret-token"
@@ -41,26 +38,9 @@ NO_PREFECT = {"PREFECT_API_URL": "", "CAMPAIGNFLOW_SERVER_PORT": "9"}
 @pytest.fixture
 def server(store_url, monkeypatch):
     """`campaignflow.web:app` under uvicorn on a free loopback port, with the JSON API on; yields its base URL."""
-    monkeypatch.setenv("CAMPAIGNFLOW_SECRET", "test-secret-key")
     monkeypatch.setenv("CAMPAIGNFLOW_API_TOKEN", TOKEN)
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    from campaignflow.web import app
-
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if running.started:
-            break
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("CAMPAIGNFLOW_WEB_URL", base)
-    yield base
-    running.should_exit = True
-    thread.join(5)
+    with serve_web(monkeypatch) as base:
+        yield base
 
 
 def raw(base: str, method: str, path: str, body: bytes = b"", headers: list[tuple[str, bytes]] = ()) -> tuple[int, str]:
