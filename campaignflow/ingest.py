@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 
 from campaignflow import connectors, metrics
 from campaignflow import models as m
-from campaignflow.connectors.base import Http, MappingRule, SourceConfig, SourceError
+from campaignflow.connectors.base import Http, MappingRule, SourceConfig, SourceError, redact
 from campaignflow.errors import UserError
 from campaignflow.models_ingest import IngestCursor, IngestionRun
 
@@ -42,6 +42,7 @@ class ProgressEvent:
     total: int
     rows: int
     part: str
+    note: str = ""  # a retry or a wait, said as it happens (the bar alone would look frozen)
 
 
 @dataclass
@@ -72,12 +73,14 @@ class RunResult:
     cursor: dt.date | None
     run_id: int | None
     unmapped: list[tuple[str, str, str, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.source}: {self.rows_written:,} rows written for {self.since or 'all days'}"
                 f"{'' if self.since is None else f' to {self.until}'}"
                 + (f", {self.unmapped_rows:,} unmapped" if self.unmapped_rows else "")
-                + (f" ({self.retries} retried request(s))" if self.retries else ""))
+                + (f" ({self.retries} retried request(s))" if self.retries else "")
+                + "".join(f"; warning: {w}" for w in self.warnings))
 
 
 # -- which source ------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ def source_config(s: Session, name: str) -> SourceConfig:
         name=name, kind=first.kind, account=first.account, path=first.path,
         base_dir=Path(first_campaign.spec_dir or "."), columns=dict(first.columns),
         lookback_days=first.lookback_days, credentials=first.credentials, base_url=first.base_url,
-        conversion_actions=list(first.conversion_actions), currency=first_spec.currency,
+        conversion_actions=list(first.conversion_actions), metrics=dict(first.metrics), currency=first_spec.currency,
         first_day=min(spec.start for _, spec, _ in found), schedule=first.schedule,
         rules=[_mapping_rule(c.id, src) for c, _, src in found], campaigns=[c.id for c, _, _ in found])
 
@@ -222,6 +225,7 @@ class Fetched:
     requests: int
     retries: int
     unmapped_rows: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Progress | None = None,
@@ -240,8 +244,12 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
     total = sum(p.weight for p in parts)
     done = unmapped = 0
     buffer: list[tuple] = []
+    current = ""
+    if progress:
+        http.on_notice = lambda note: progress(ProgressEvent(done, total, spool.rows + len(buffer), current, note))
     try:
         for part in parts:
+            current = str(part)
             for page in connector.pages(part):
                 for (date, account, pc, ad_group, ad, pc_name, imp, clicks, spend, conv, value, cur) in page:
                     campaign_id = mapper(pc, pc_name)
@@ -261,7 +269,7 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
     except BaseException:
         spool.close()
         raise
-    return Fetched(spool, http.stats.requests, http.stats.retries, unmapped)
+    return Fetched(spool, http.stats.requests, http.stats.retries, unmapped, connector.warnings())
 
 
 # -- merge --------------------------------------------------------------------------------------
@@ -276,7 +284,8 @@ def merge(s: Session, plan_: Plan, fetched: Fetched, started: dt.datetime | None
     run = IngestionRun(source=config.name, account=config.account, kind=config.kind, trigger=plan_.trigger,
                        status="succeeded", since=plan_.since, until=plan_.until, requests=fetched.requests,
                        retries=fetched.retries, rows_fetched=fetched.spool.rows, rows_written=written,
-                       unmapped_rows=fetched.unmapped_rows, started_at=started or m.utcnow(), finished_at=m.utcnow())
+                       unmapped_rows=fetched.unmapped_rows, warnings="\n".join(fetched.warnings),
+                       started_at=started or m.utcnow(), finished_at=m.utcnow())
     s.add(run)
     s.flush()
     cursor = s.get(IngestCursor, (config.name, config.account))
@@ -289,7 +298,7 @@ def merge(s: Session, plan_: Plan, fetched: Fetched, started: dt.datetime | None
     s.add(cursor)
     return RunResult(config.name, config.account, config.kind, plan_.since, plan_.until, fetched.spool.rows, written,
                      fetched.unmapped_rows, fetched.requests, fetched.retries, cursor.last_date, run.id,
-                     metrics.unmapped(s, config.name) if fetched.unmapped_rows else [])
+                     metrics.unmapped(s, config.name) if fetched.unmapped_rows else [], fetched.warnings)
 
 
 def _last_day(s: Session, config: SourceConfig) -> dt.date | None:
@@ -300,11 +309,11 @@ def _last_day(s: Session, config: SourceConfig) -> dt.date | None:
 
 
 def record_failure(s: Session, plan_: Plan, error: BaseException, started: dt.datetime | None = None,
-                   requests: int = 0, retries: int = 0) -> None:
+                   requests: int = 0, retries: int = 0, secrets: frozenset[str] | set[str] = frozenset()) -> None:
     config = plan_.config
     s.add(IngestionRun(source=config.name, account=config.account, kind=config.kind, trigger=plan_.trigger,
                        status="failed", since=plan_.since, until=plan_.until, requests=requests, retries=retries,
-                       error=str(error)[:2000], started_at=started or m.utcnow(), finished_at=m.utcnow()))
+                       error=redact(str(error), secrets)[:2000], started_at=started or m.utcnow(), finished_at=m.utcnow()))
 
 
 # -- the whole run ------------------------------------------------------------------------------
@@ -324,7 +333,7 @@ def run_source(source: str | SourceConfig, since: dt.date | None = None, until: 
         fetched = fetch(the_plan, credentials, progress, http)
     except SourceError as exc:
         with db.session(url) as s:
-            record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries)
+            record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries, http.secrets)
         raise
     if progress:
         progress(ProgressEvent(1, 1, fetched.spool.rows, "writing to the store"))
@@ -342,7 +351,7 @@ def run_in_session(s: Session, config: SourceConfig, *, trigger: str = "lifecycl
     try:
         fetched = fetch(the_plan, credentials, None, http)
     except SourceError as exc:
-        record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries)
+        record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries, http.secrets)
         raise
     with s.begin_nested():
         return merge(s, the_plan, fetched, started)

@@ -198,7 +198,10 @@ class PlatformServer:
     # -- Meta ----------------------------------------------------------------------------------
 
     def _meta(self, h, path, query, body):  # noqa: ANN001
-        if query.get("access_token") != TOKEN:
+        # The Graph API takes the token as `Authorization: Bearer` (what campaignflow sends) or `access_token=`.
+        auth = h.headers.get("Authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else query.get("access_token")
+        if token != TOKEN:
             return 400, {"error": {"message": "Error validating access token: Session has expired on Monday, "
                                    "23-Nov-26 01:00:00 PST.", "type": "OAuthException", "code": 190,
                                    "error_subcode": 463, "fbtrace_id": "AbCdEf123"}}, {}
