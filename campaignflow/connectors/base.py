@@ -232,16 +232,22 @@ class Http:
     def _cap(self) -> str:
         return f"a source run's cap of {duration(self.max_seconds)} ({MAX_MINUTES_ENV})"
 
-    def pause(self, seconds: float, why: str) -> None:
-        """Wait before the next call, within the time cap; a wait beyond it stops the run now."""
+    def pause(self, seconds: float, why: str, asked: bool = True) -> None:
+        """Wait before the next call, within the time cap; a wait beyond it stops the run now.
+
+        `asked`: the platform asked for this wait (else it is our own backoff).
+        """
         if self.started is None:
             self.started = self.clock()
         left = self.remaining()
-        if seconds > left:
+        if seconds > left and asked:
             retry_at = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M UTC")
             raise self.fail(RetriesExhausted, f"{why}; the platform asks to wait {duration(seconds)}, more than the "
                                               f"{duration(left)} left of {self._cap()}; run it again after "
                                               f"{retry_at} (the next scheduled run continues from the same cursor)")
+        if seconds > left:
+            raise self.fail(RetriesExhausted, f"{why}; the next attempt would go past {self._cap()}, so the run "
+                                              "stops here; the next run continues from the same cursor")
         self.notice(f"{why}; waiting {duration(seconds)}")
         self.stats.waited_seconds += seconds
         self.sleep(seconds)
@@ -264,6 +270,7 @@ class Http:
                 self.before_request()
             self.stats.requests += 1
             wait: float | None = None
+            v: Verdict | None = None
             try:
                 response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT, left), min(self.timeout, left)),
                                                 **kwargs)
@@ -283,14 +290,15 @@ class Http:
                 if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
                     raise self.fail(RetriesExhausted, f"{what}: {v.reason}; the next run continues from the same cursor")
                 last, wait = v.reason, v.wait
-                if wait is None and v.min_wait:
-                    wait = v.min_wait * 2 ** (attempt - 1)
             if attempt == self.max_attempts:
                 break
+            asked = wait is not None or bool(v and v.min_wait)  # the platform's own throttle
+            if wait is None and v is not None and v.min_wait:
+                wait = v.min_wait * 2 ** (attempt - 1)
             if wait is None:
                 wait = min(self.backoff * 2 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
+            self.pause(wait, f"{what}: {last}; retry {attempt + 1} of {self.max_attempts}", asked)
             self.stats.retries += 1
-            self.pause(wait, f"{what}: {last}; retry {attempt + 1} of {self.max_attempts}")
         raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts ({last}); "
                                           "the next run continues from the same cursor")
 
