@@ -383,3 +383,111 @@ def test_meta_ad_account_usage_reset_time_is_honoured(home, server):
     sleeps = SleepLog()
     run("meta", "meta", start, since=start, sleeps=sleeps)
     assert sleeps == [240.0]
+
+
+# -- 7. generated malformed API payloads: sane rows, or a named source error; the store untouched --
+
+import math  # noqa: E402
+import re  # noqa: E402
+
+from hypothesis import HealthCheck, event, given, settings as hsettings, strategies as st  # noqa: E402
+
+from campaignflow.connectors.base import MAX_VALUE  # noqa: E402
+
+START = dt.date.fromisoformat(str(future_spec()["start"]))
+DAY = START.isoformat()
+
+leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30), st.floats(),
+                 st.text(max_size=12))
+garbage = st.recursive(leaf, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids,
+                                                                                        max_size=3), max_leaves=10)
+numberish = st.one_of(st.integers(0, 10**6).map(str), st.integers(0, 10**6), st.floats(0, 1e6), garbage,
+                      st.sampled_from(["", "1e308", "9" * 40, "-5", "12,50", "NaN", "Infinity", "0x1A", " 7 "]))
+dateish = st.one_of(st.just(DAY), st.sampled_from(["2999-01-01", "0001-01-01", "2027-02-30", DAY.replace("-", "")]),
+                    garbage)
+textish = st.one_of(st.sampled_from(["c-1", "Spring", "(not set)"]), st.integers(0, 10**12), garbage,
+                    st.just("x" * 5000), st.just("nul\x00byte"))
+currencyish = st.one_of(st.just("EUR"), st.sampled_from(["", "eur", "EURO", "€"]), garbage)
+
+
+def hostile_object(fields: dict, **required) -> st.SearchStrategy:
+    """An object whose fields may each be missing; the whole object sometimes replaced by garbage."""
+    return st.one_of(st.fixed_dictionaries(required, optional=fields), garbage)
+
+
+meta_action = hostile_object({"value": numberish},
+                             action_type=st.one_of(st.sampled_from(["purchase", "omni_purchase", "lead", "link_click"]),
+                                                   garbage))
+meta_payload = hostile_object({"paging": st.one_of(garbage, st.fixed_dictionaries(
+    {"cursors": st.fixed_dictionaries({"after": textish}), "next": textish}))}, data=st.one_of(
+    st.lists(hostile_object({"date_start": dateish, "campaign_id": textish, "campaign_name": textish,
+                             "adset_id": textish, "ad_id": textish, "impressions": numberish, "clicks": numberish,
+                             "spend": numberish, "account_currency": currencyish,
+                             "actions": st.one_of(st.lists(meta_action, max_size=3), garbage),
+                             "action_values": st.one_of(st.lists(meta_action, max_size=3), garbage)}), max_size=3),
+    garbage))
+gads_result = hostile_object({
+    "campaign": hostile_object({"id": textish, "name": textish}), "adGroup": hostile_object({"id": textish}),
+    "segments": hostile_object({"date": dateish}), "customer": hostile_object({"currencyCode": currencyish}),
+    "metrics": hostile_object({"impressions": numberish, "clicks": numberish, "costMicros": numberish,
+                               "conversions": numberish, "conversionsValue": numberish})})
+gads_payload = st.one_of(st.lists(hostile_object({"results": st.one_of(st.lists(gads_result, max_size=3), garbage),
+                                                  "error": garbage}), max_size=3), garbage)
+ga4_value = hostile_object({"value": st.one_of(numberish, dateish, textish)})
+ga4_payload = hostile_object({
+    "rows": st.one_of(st.lists(hostile_object({"dimensionValues": st.one_of(
+        st.tuples(hostile_object({"value": dateish}), hostile_object({"value": textish})).map(list), garbage),
+        "metricValues": st.one_of(st.lists(ga4_value, min_size=2, max_size=2), garbage)}), max_size=3), garbage),
+    "rowCount": numberish, "metadata": hostile_object({"currencyCode": currencyish})},
+    dimensionHeaders=st.one_of(st.just([{"name": "date"}, {"name": "sessionCampaignName"}]), garbage),
+    metricHeaders=st.one_of(st.just([{"name": "keyEvents"}, {"name": "totalRevenue"}]), garbage))
+
+PROPERTY_SETTINGS = hsettings(max_examples=60, deadline=None, derandomize=True,
+                              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def check_payload(kind: str, server: PlatformServer, payload) -> None:  # noqa: ANN001
+    """Serve `payload` as the platform's 200 answer; the run succeeds with sane rows or fails by name."""
+    name = kind.replace("_", "-")
+    url = settings.database_url()
+    if not store_row_counts(url).get("campaign"):
+        register([source(kind, server)])
+    before = store_row_counts(url)
+    server.faults[kind].clear()
+    server.fail_next(kind, 200, payload)
+    try:
+        run(name, kind, START, since=START, until=START, max_attempts=1)
+    except SourceError as exc:  # MalformedResponse and friends: UserError, printed without a traceback
+        assert str(exc).startswith(f"source {name!r}"), str(exc)
+        after = store_row_counts(url)
+        assert after.pop("ingestionrun") == before.pop("ingestionrun") + 1, "the failed run is recorded"
+        assert after == before, "nothing else in the store changed"
+        event(f"refused: {exc.__class__.__name__}")
+        return
+    event("stored")
+    for r in rows(source=name):
+        assert r["date"] == START
+        for k in ("impressions", "clicks"):
+            assert r[k] is None or (isinstance(r[k], int) and 0 <= r[k] <= MAX_VALUE), r
+        for k in ("spend", "conversions", "conversion_value"):
+            assert r[k] is None or (math.isfinite(r[k]) and abs(r[k]) <= MAX_VALUE), r
+        assert isinstance(r["platform_campaign"], str) and len(r["platform_campaign"]) <= 1000
+        assert re.fullmatch(r"([A-Z]{3})?", r["currency"]), r
+
+
+@PROPERTY_SETTINGS
+@given(payload=meta_payload)
+def test_generated_meta_insights_payloads(home, server, payload):
+    check_payload("meta", server, payload)
+
+
+@PROPERTY_SETTINGS
+@given(payload=gads_payload)
+def test_generated_google_ads_search_stream_payloads(home, server, payload):
+    check_payload("google_ads", server, payload)
+
+
+@PROPERTY_SETTINGS
+@given(payload=ga4_payload)
+def test_generated_ga4_run_report_payloads(home, server, payload):
+    check_payload("ga4", server, payload)
