@@ -84,7 +84,8 @@ def test_cli_cut_off_answer_is_one_line_and_kpis_say_the_run_failed(home, server
 
     result = cli("ingest", "meta", "--local", "--since", str(start), "--until", str(start), env=env)
 
-    assert_refused(result, "source 'meta'", "cut off mid-transfer")
+    output = assert_refused(result, "source 'meta'", "cut off mid-transfer")
+    assert "cut off mid-transfer (ChunkedEncodingError); retry 2 of 6; waiting" in output, "each retry is shown"
     after = store_row_counts(store_url())
     assert after["ingestionrun"] == before["ingestionrun"] + 1 and after["metricdaily"] == before["metricdaily"]
     report = cli("kpis", "acme-spring")
