@@ -100,22 +100,26 @@ def ga4_sessions_row(date: dt.date, campaign: str, sessions: int, key_events: in
             "metrics": {"sessions": sessions, "keyEvents": key_events, "totalRevenue": revenue}}
 
 
-def test_ga4_property_without_ads_link_is_read_with_the_metrics_the_spec_names(home, server):
+def test_ga4_property_without_ads_link_is_read_with_the_metrics_the_spec_names(store_url, server):
+    settings.home()  # the SQLite store's folder
     server.ga4_ads_linked = False
     metrics_ = {"sessions": "clicks", "keyEvents": "conversions", "totalRevenue": "conversion_value"}
-    data = register([source("ga4", server, metrics=metrics_)])
+    data = register([source("ga4", server, metrics=metrics_)], url=store_url)
     start = start_of(data)
     for d in days(start, 3):
         server.ga4.append(ga4_sessions_row(d, "spring", 120, 4, 200.0))
 
-    result = run("ga4", "ga4", start + dt.timedelta(days=2), since=start)
+    result = run("ga4", "ga4", start + dt.timedelta(days=2), since=start, url=store_url)
 
     assert result.rows_written == 3
     asked = [x["name"] for x in server.requests[-1]["body"]["metrics"]]
     assert asked == ["sessions", "keyEvents", "totalRevenue"]
-    stored = rows(source="ga4")
+    stored = rows(url=store_url, source="ga4")
     assert stored[0]["clicks"] == 120 and stored[0]["conversions"] == 4 and stored[0]["conversion_value"] == 200
     assert stored[0]["impressions"] is None and stored[0]["spend"] is None, "not reported is unknown, not 0"
+    with db.session(store_url) as s:
+        report = metrics.campaign_report(s, "acme-spring")
+    assert report["to_date"]["clicks"] == 360 and report["to_date"]["impressions"] is None
 
 
 def test_ga4_default_metrics_exist_on_every_property(home, server):
