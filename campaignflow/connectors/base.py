@@ -104,8 +104,9 @@ class Verdict:
 
 # Credential fields that identify rather than authorise: kept readable in error texts.
 NOT_SECRET = frozenset({"client_id", "login_customer_id", "token_url"})
-_SECRET_PARAM = re.compile(r"(?i)\b(access_token|refresh_token|client_secret|developer[_-]token|api[_-]?key|key|token|"
-                           r"password|secret)=([^&\s\"'<>]+)")
+_SECRET_PARAM = re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|developer[_-]token|api[_-]?key|"
+                           r"password)=([^&\s\"'<>]+)")
+_URL_KEY = re.compile(r"(?i)([?&](?:key|token|sig|signature)=)[^&\s\"'<>]+")  # only as URL parameters: `key=` is common
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
 
 
@@ -118,6 +119,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         for form in {secret, quote(secret, safe=""), quote(secret)}:
             text = text.replace(form, "[redacted]")
     text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=[redacted]", text)
+    text = _URL_KEY.sub(lambda m: f"{m.group(1)}[redacted]", text)
     return _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
 
 

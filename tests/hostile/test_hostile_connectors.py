@@ -291,6 +291,8 @@ def test_redact_knows_the_generic_shapes_of_secrets():
         assert secret not in clean
     assert "fields=x" in clean and "limit=5" in clean and "act_1" in clean
     assert redact("token s3cr%2Fet and s3cr/et", ["s3cr/et"]) == "token [redacted] and [redacted]"
+    assert redact("GET /v1/x?key=AIzaSy0&alt=json") == "GET /v1/x?key=[redacted]&alt=json"
+    assert redact("the same key=(2027-01-01, c-1) twice") == "the same key=(2027-01-01, c-1) twice", "not a secret"
 
 
 # -- 5. a hanging platform: each retry is shown, the source's total time is capped ---------------
