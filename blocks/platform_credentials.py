@@ -87,16 +87,22 @@ BLOCKS: dict[str, type[Block]] = {"google_ads": GoogleAdsCredentials, "meta": Me
 
 
 def load_credentials(config: SourceConfig) -> dict[str, str] | None:
-    """The credentials block the source names, as plain values; None when the source names none."""
+    """The credentials block the source names, as plain values; None when the source names none, or names one
+    that does not exist while the environment has the credentials (the same fallback as `ingest --local`)."""
     if not config.credentials or config.kind not in BLOCKS:
         return None
     block_type = BLOCKS[config.kind]
     try:
         block = block_type.load(config.credentials)
     except ValueError as exc:  # Prefect: "Unable to find block document named ..."
+        env, required = connectors.env_credentials(config.kind), connectors.connector_class(config.kind).required
+        if all(any(a in env for a in alts) for alts in required):
+            return None
+        variables = " and ".join(connectors.env_prefix(config.kind) + alts[0].upper() for alts in required)
         raise AuthError(config.name, config.account,
                         f"there is no {block_type._block_type_name} block named {config.credentials!r} in Prefect "
-                        f"({str(exc).splitlines()[0]}); create it (docs/ingestion.md) or fix `credentials:`") from None
+                        f"({str(exc).splitlines()[0]}); create it (docs/ingestion.md), fix `credentials:`, "
+                        f"or set {variables}") from None
     return block.as_credentials()
 
 

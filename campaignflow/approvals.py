@@ -22,6 +22,9 @@ from campaignflow.timeline import add_business_days, next_business_day
 OUTCOMES = {"approve": "approved", "request_changes": "changes_requested", "reject": "rejected"}
 VERBS = {"approve": "approved", "request_changes": "requested changes on", "reject": "rejected"}
 TIMEOUT_ACTOR = "timeout"
+# A comment is a note to the team that travels in chat messages and the audit; longer reasoning belongs
+# in a document the comment links to. Every entry point (CLI, web page, API, Prefect UI) meets this limit here.
+TEXT_LIMIT = 4_000  # characters
 
 
 # -- policy planning: what the spec asks of each gate ------------------------------------------
@@ -88,6 +91,9 @@ class DecisionResult:
     status: str  # the gate's status after this decision
     recorded: bool  # False when this exact decision was already on record (a double click, a retry)
     waiting_on: list[str]
+    seats: tuple[str, ...] = ()  # the approvers this decision was recorded for: the decider's own seat and
+    # those of absent approvers they stand in for
+    already: str = ""  # when nothing was recorded: what was already on record, as a sentence
 
 
 def evaluate(gate: m.ApprovalGate, decisions: list[m.Decision]) -> str:
@@ -128,53 +134,98 @@ def active_delegations(s: Session, on: dt.date) -> dict[str, str]:
     return {d.person: d.delegate for d in rows}
 
 
-def _seat(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], person: str) -> str:
-    """The approver `person` decides as: themselves, or someone they stand in for today."""
-    if person in gate.approvers:
-        return person
+def seats_of(s: Session, gate: m.ApprovalGate, person: str) -> list[str]:
+    """The approvers `person` decides as on a gate today: themselves, and everyone they stand in for."""
     stand_ins = active_delegations(s, dt.date.today())
+    return [a for a in gate.approvers if a == person or stand_ins.get(a) == person]
+
+
+def undecided_seats(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], person: str,
+                    held: list[str] | None = None) -> list[str]:
+    """The seats `person` holds on the gate (`held`, when already known) that no decision fills yet."""
     decided = {d.person for d in decisions}
-    seats = [a for a in gate.approvers if stand_ins.get(a) == person]
-    open_seats = [a for a in seats if a not in decided]
-    if open_seats or seats:
-        return (open_seats or seats)[0]
-    raise UserError(f"{person} is not an approver of gate {gate.id} ({gate.key}) nor standing in for one; "
-                    f"its approvers are {', '.join(gate.approvers)}")
+    return [seat for seat in (held if held is not None else seats_of(s, gate, person)) if seat not in decided]
+
+
+def decided_by(decisions: list[m.Decision], person: str) -> list[m.Decision]:
+    """The decisions `person` made themselves (for their own seat or as someone's delegate)."""
+    return [d for d in decisions if (d.decided_by or d.person) == person]
+
+
+def checked_text(text: str, what: str = "the comment") -> str:
+    """Free text as it is stored: trimmed, within TEXT_LIMIT, and storable in every database."""
+    text = (text or "").strip()
+    if len(text) > TEXT_LIMIT:
+        raise UserError(f"{what} is {len(text):,} characters; the limit is {TEXT_LIMIT:,}: shorten it "
+                        f"(link to a document for the details)")
+    if "\x00" in text:
+        raise UserError(f"{what} contains a NUL character (\\x00); remove it")
+    return text
+
+
+def closed_text(gate: m.ApprovalGate, decisions: list[m.Decision]) -> str:
+    """How a closed gate ended, for people: 'approved by priya at 2027-01-04 09:12 UTC'."""
+    deciding = [d for d in decisions if OUTCOMES[d.outcome] == gate.status] or decisions
+    names = ", ".join("its due date passing" if d.person == TIMEOUT_ACTOR
+                      else f"{d.decided_by} for {d.person}" if d.decided_by else d.person for d in deciding)
+    when = f" at {m.as_utc(gate.closed_at):%Y-%m-%d %H:%M} UTC" if gate.closed_at else ""
+    return gate.status.replace("_", " ") + (f" by {names}" if names else "") + when
 
 
 def decide(s: Session, gate_ref: str | int, person: str, outcome: str, comment: str = "",
            entry_point: str = "cli") -> DecisionResult:
+    """Record `person`'s decision for every seat they hold on the gate, then close it if its policy is met."""
     if outcome not in OUTCOMES:
         raise UserError(f"unknown decision {outcome!r}; use one of: {', '.join(OUTCOMES)}")
-    comment = (comment or "").strip()
+    comment = checked_text(comment)
     if outcome != "approve" and not comment:
         raise UserError("a comment is required when requesting changes or rejecting: say what must change (--comment TEXT)")
     gate = find_gate(s, gate_ref, lock=True)
     decisions = gate_decisions(s, gate.id)
-    mine = next((d for d in decisions if (d.decided_by or d.person) == person), None)
-    if mine is not None:
-        if mine.outcome == outcome:
-            return _result(gate, decisions, recorded=False)
-        raise UserError(f"{person} already {VERBS[mine.outcome]} gate {gate.id} ({gate.key}) at "
-                        f"{mine.decided_at:%Y-%m-%d %H:%M} UTC; a decision cannot be changed")
-    if gate.status != "open":
-        raise UserError(f"gate {gate.id} ({gate.key}) is already closed as {gate.status.replace('_', ' ')}; nothing was recorded")
-    seat = _seat(s, gate, decisions, person) if entry_point != "timeout" else person
-    if gate.submitted_by and gate.submitted_by in (person, seat):
-        others = [p for p in gate.approvers if p != gate.submitted_by]
-        raise UserError(f"{person} cannot decide on work {gate.submitted_by} submitted (separation of duties); "
-                        f"ask {', '.join(others) or 'another approver'}")
-    if any(d.person == seat for d in decisions):
-        raise UserError(f"{seat} has already decided gate {gate.id}; {person} cannot decide for them again")
-    decision = m.Decision(gate_id=gate.id, person=seat, outcome=outcome, comment=comment, entry_point=entry_point,
-                          decided_by=person if person != seat else "")
-    s.add(decision)
-    s.flush()
-    decisions.append(decision)
-    audit(s, gate.campaign_id, "decision.recorded", gate.key, actor=person, outcome=outcome, comment=comment,
-          entry_point=entry_point, gate_id=gate.id, **({"on_behalf_of": seat} if seat != person else {}))
+    seats = _open_seats(s, gate, decisions, person, outcome)
+    if not seats:  # this exact decision is already on record: a double click, a retry
+        mine = decided_by(decisions, person)[0]
+        already = (f"{person} already {VERBS[mine.outcome]} gate #{gate.id} at {mine.decided_at:%Y-%m-%d %H:%M} UTC"
+                   + (f"; the gate is {closed_text(gate, decisions)}" if gate.status != "open" else ""))
+        return _result(gate, decisions, recorded=False, already=already)
+    for seat in seats:
+        decision = m.Decision(gate_id=gate.id, person=seat, outcome=outcome, comment=comment, entry_point=entry_point,
+                              decided_by=person if person != seat else "")
+        s.add(decision)
+        s.flush()
+        decisions.append(decision)
+        audit(s, gate.campaign_id, "decision.recorded", gate.key, actor=person, outcome=outcome, comment=comment,
+              entry_point=entry_point, gate_id=gate.id, **({"on_behalf_of": seat} if seat != person else {}))
     _close_if_decided(s, gate, decisions, actor=person)
-    return _result(gate, decisions, recorded=True)
+    return _result(gate, decisions, recorded=True, seats=tuple(seats))
+
+
+def _open_seats(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], person: str, outcome: str) -> list[str]:
+    """The seats `person` decides now; [] when this same decision is already on record; UserError when they may not."""
+    mine = decided_by(decisions, person)
+    if mine and mine[0].outcome != outcome:
+        raise UserError(f"{person} already {VERBS[mine[0].outcome]} gate {gate.id} ({gate.key}) at "
+                        f"{mine[0].decided_at:%Y-%m-%d %H:%M} UTC; a decision cannot be changed")
+    held = seats_of(s, gate, person)
+    seats = undecided_seats(s, gate, decisions, person, held)
+    if mine and not seats:
+        return []
+    if gate.status != "open":
+        raise UserError(f"gate {gate.id} ({gate.key}) is already closed as {closed_text(gate, decisions)}; "
+                        f"nothing was recorded")
+    if not held:
+        raise UserError(f"{person} is not an approver of gate {gate.id} ({gate.key}) nor standing in for one; "
+                        f"its approvers are {', '.join(gate.approvers)}")
+    if gate.submitted_by and gate.submitted_by in (person, *seats):
+        if person == gate.submitted_by or seats == [gate.submitted_by]:
+            others = [p for p in gate.approvers if p != gate.submitted_by]
+            raise UserError(f"{person} cannot decide on work {gate.submitted_by} submitted (separation of duties); "
+                            f"ask {', '.join(others) or 'another approver'}")
+        seats.remove(gate.submitted_by)  # a stand-in never decides for the person who submitted the work
+    if not seats:
+        raise UserError(f"{', '.join(held)} {'has' if len(held) == 1 else 'have'} already decided gate {gate.id}; "
+                        f"{person} cannot decide for them again")
+    return seats
 
 
 def _close_if_decided(s: Session, gate: m.ApprovalGate, decisions: list[m.Decision], actor: str) -> None:
@@ -189,9 +240,10 @@ def _close(s: Session, gate: m.ApprovalGate, status: str, actor: str, at: dt.dat
     audit(s, gate.campaign_id, "gate.closed", gate.key, actor=actor, status=status, gate_id=gate.id)
 
 
-def _result(gate: m.ApprovalGate, decisions: list[m.Decision], recorded: bool) -> DecisionResult:
+def _result(gate: m.ApprovalGate, decisions: list[m.Decision], recorded: bool, seats: tuple[str, ...] = (),
+            already: str = "") -> DecisionResult:
     return DecisionResult(gate.id, gate.key, gate.campaign_id, gate.flow_run_id, gate.status, recorded,
-                          waiting_on(gate, decisions))
+                          waiting_on(gate, decisions), seats, already)
 
 
 def decide_by_link(s: Session, claim, comment: str = "") -> DecisionResult:
@@ -222,6 +274,7 @@ def delegate(s: Session, person: str, to: str, starts: dt.date, ends: dt.date, r
     if overlapping is not None:
         raise UserError(f"{person} already delegates to {overlapping.delegate} from {overlapping.starts} to "
                         f"{overlapping.ends}; choose dates that do not overlap")
+    reason = checked_text(reason, "--reason")
     row = m.Delegation(person=person, delegate=to, starts=starts, ends=ends, reason=reason)
     s.add(row)
     s.flush()

@@ -92,25 +92,45 @@ def schema_heads() -> set[str]:
     return revisions - parents
 
 
+# Any fixed number, the same in every process: PostgreSQL's advisory lock for "migrating the store".
+_MIGRATION_LOCK = 0x63666D69  # "cfmi"
+
+
 def migrate(eng: Engine) -> None:
-    """Bring the schema to the newest revision (all heads: feature areas add their own branches)."""
+    """Bring the schema to the newest revision (all heads: feature areas add their own branches).
+
+    Processes that start at once on a fresh store take turns: the migration runs under a lock (a
+    PostgreSQL advisory lock, SQLite's write lock) and re-reads the version once it holds it, so the
+    first migrates and the others find the schema done.
+    """
+    heads = schema_heads()
     try:
         with eng.connect() as conn:
-            has_table = inspect(conn).has_table("alembic_version")
-            current = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))} if has_table else set()
+            current = _schema_versions(conn)
     except Exception as exc:
         raise UserError(f"cannot reach the campaign store at {eng.url.render_as_string(hide_password=True)} ({exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0]}); check CAMPAIGNFLOW_DATABASE_URL") from None
-    if current == schema_heads():
+    if current == heads:
         return
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with eng.begin() as conn:
+    # write=True: SQLite BEGIN IMMEDIATE, which waits (busy timeout) for a migrating neighbour's commit.
+    with eng.execution_options(write=True).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})  # until commit
+        if _schema_versions(conn) == heads:
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")
+
+
+def _schema_versions(conn) -> set[str]:  # noqa: ANN001
+    if not inspect(conn).has_table("alembic_version"):
+        return set()
+    return {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
 
 
 @contextmanager

@@ -2,14 +2,16 @@
 
     plan   -> which days to read: from the cursor minus the look-back window
               (platforms revise recent days), up to today; or --since/--until
-    fetch  -> the connector's pages, mapped to campaigns, spooled to a temp
-              file (memory stays flat; the store is not touched yet)
+    fetch  -> the connector's pages, each row checked (`row_problem`: numbers
+              within bounds, dates near the campaigns), mapped to campaigns,
+              spooled to a temp file (memory stays flat; the store is not
+              touched yet)
     merge  -> one transaction: upsert every spooled row on the natural key,
               move the cursor, record the run
 
-A 401, a malformed page or exhausted retries stop the run before `merge`, so
-stored rows and the cursor stay as they were; the failed run is recorded
-with its reason. The Prefect flow (flows/ingest_metrics.py), the CLI and
+A 401, a malformed page, a refused row or exhausted retries stop the run
+before `merge`, so stored rows and the cursor stay as they were; the failed
+run is recorded with its reason. The Prefect flow (flows/ingest_metrics.py), the CLI and
 the lifecycle's measurement step all run sources through here.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import math
+import os
 import pickle
 import tempfile
 from dataclasses import dataclass, field
@@ -27,13 +31,29 @@ from sqlmodel import Session, select
 
 from campaignflow import connectors, metrics
 from campaignflow import models as m
-from campaignflow.connectors.base import Http, MappingRule, SourceConfig, SourceError, redact
+from campaignflow.connectors.base import (ROW_FIELDS, Http, MalformedResponse, MappingRule, RetriesExhausted,
+                                          SourceConfig, SourceError, redact)
 from campaignflow.errors import UserError
 from campaignflow.models_ingest import IngestCursor, IngestionRun
 
 Progress = Callable[["ProgressEvent"], None]
 CHUNK_ROWS = 20_000
 MAX_FIRST_RUN_DAYS = 3 * 365
+# The dates a source may bring: from a year before the earliest start to a year after the latest end of the
+# campaigns that use it (a baseline before, late conversions after); anything further is a typo or a wrong file.
+DAYS_AROUND_CAMPAIGNS = 365
+# The most one row (one ad on one day) may count. Counts fit PostgreSQL's integer column (2,147,483,647);
+# money stays exact in a double and its sums stay finite, so `kpis` can always add them up.
+MAX_COUNT = 1_000_000_000
+MAX_MONEY = 1_000_000_000_000
+MEASURES = ("impressions", "clicks", "spend", "conversions", "conversion_value")
+MAX_VALUE = {"impressions": MAX_COUNT, "clicks": MAX_COUNT, "conversions": MAX_COUNT,
+             "spend": MAX_MONEY, "conversion_value": MAX_MONEY}
+WHOLE = ("impressions", "clicks")
+FIRST_MEASURE = ROW_FIELDS.index("impressions")
+# Settings of a source that every campaign naming it must declare alike: one source is read once, one way.
+SHARED_SETTINGS = ("kind", "account", "path", "base_url", "credentials", "conversion_actions", "columns",
+                   "metrics", "lookback_days", "schedule")
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,8 @@ class Plan:
     until: dt.date | None
     cursor: dt.date | None
     trigger: str = "cli"
+    dates: tuple[dt.date, dt.date] | None = None  # the days a row may have (None: no campaign uses the source)
+    backfill: bool = False  # --since/--until given: the cursor neither guides nor follows this run
 
     @property
     def window(self) -> str:
@@ -108,11 +130,10 @@ def source_config(s: Session, name: str) -> SourceConfig:
         raise UserError(f"there is no metric source {name!r} ({hint})")
     first_campaign, first_spec, first = found[0]
     for campaign, _, source in found[1:]:
-        for attr in ("kind", "account", "path", "base_url", "credentials"):
-            if getattr(source, attr) != getattr(first, attr):
-                raise UserError(f"campaigns {first_campaign.id!r} and {campaign.id!r} both name source {name!r} but "
-                                f"with a different `{attr}` ({getattr(first, attr)!r} vs {getattr(source, attr)!r}); "
-                                "one source name is one account: rename one of them")
+        conflict = source_conflict(name, (first_campaign.id, first, first_campaign.spec_dir),
+                                   (campaign.id, source, campaign.spec_dir))
+        if conflict:
+            raise conflict
     return SourceConfig(
         name=name, kind=first.kind, account=first.account, path=first.path,
         base_dir=Path(first_campaign.spec_dir or "."), columns=dict(first.columns),
@@ -120,6 +141,50 @@ def source_config(s: Session, name: str) -> SourceConfig:
         conversion_actions=list(first.conversion_actions), metrics=dict(first.metrics), currency=first_spec.currency,
         first_day=min(spec.start for _, spec, _ in found), schedule=first.schedule,
         rules=[_mapping_rule(c.id, src) for c, _, src in found], campaigns=[c.id for c, _, _ in found])
+
+
+def _setting(source: Any, attr: str, spec_dir: str) -> Any:
+    value = getattr(source, attr)
+    if attr == "path" and value:
+        return os.path.normpath(os.path.join(spec_dir or ".", value))  # relative paths mean each spec's own folder
+    if attr == "conversion_actions":
+        return sorted(value)
+    return value
+
+
+def source_conflict(name: str, one: tuple[str, Any, str], other: tuple[str, Any, str]) -> UserError | None:
+    """Two campaigns' declarations of one source, as (campaign id, source, spec folder): the first setting that
+    differs, as the error that names both campaigns; None when they agree."""
+    (one_id, one_source, one_dir), (other_id, other_source, other_dir) = one, other
+    for attr in SHARED_SETTINGS:
+        mine, theirs = _setting(one_source, attr, one_dir), _setting(other_source, attr, other_dir)
+        if mine != theirs:
+            return UserError(f"campaigns {one_id!r} and {other_id!r} both name source {name!r} but with a different "
+                             f"`{attr}` ({mine!r} vs {theirs!r}); one source is read once, one way: give both the "
+                             f"same `{attr}`, or give one of them another source name")
+    return None
+
+
+def check_sources(s: Session, spec: Any, spec_dir: str) -> None:
+    """Refuse a spec about to be registered whose sources contradict those of registered campaigns, or whose
+    CSV `path` leads outside its own folder (symlinks followed)."""
+    from campaignflow.connectors.csv import inside_folder
+    from campaignflow.store import campaign_spec
+
+    mine = {x.name: x for x in spec.measurement.sources}
+    for x in mine.values():
+        if x.kind == "csv" and x.path and inside_folder(Path(spec_dir or "."), x.path) is None:
+            raise UserError(f"source {x.name!r}: `path` {x.path!r} leads outside the spec's folder; put the exports "
+                            "in that folder (or below it) and give `path` relative to it")
+    if not mine:
+        return
+    for campaign in s.exec(select(m.Campaign).where(m.Campaign.id != spec.id).order_by(m.Campaign.created_at)).all():
+        for theirs in campaign_spec(campaign).measurement.sources:
+            if theirs.name in mine:
+                conflict = source_conflict(theirs.name, (campaign.id, theirs, campaign.spec_dir),
+                                           (spec.id, mine[theirs.name], str(spec_dir)))
+                if conflict:
+                    raise conflict
 
 
 def source_names(s: Session) -> dict[str, SourceConfig]:
@@ -170,28 +235,52 @@ def lookback_days(config: SourceConfig) -> int:
     return connectors.connector_class(config.kind).default_lookback_days
 
 
+def allowed_dates(s: Session, config: SourceConfig) -> tuple[dt.date, dt.date] | None:
+    """The days a row of this source may have: around the campaigns that use it (DAYS_AROUND_CAMPAIGNS)."""
+    from sqlalchemy import func
+
+    first, last = s.exec(select(func.min(m.Campaign.start), func.max(m.Campaign.end))
+                         .where(m.Campaign.id.in_(config.campaigns))).one()
+    if first is None:
+        return None
+    around = dt.timedelta(days=DAYS_AROUND_CAMPAIGNS)
+    return first - around, last + around
+
+
+def describe_dates(dates: tuple[dt.date, dt.date]) -> str:
+    return (f"{dates[0]} to {dates[1]}, a year before the earliest start to a year after the latest end of the "
+            "campaigns using the source")
+
+
 def plan(s: Session, config: SourceConfig, since: dt.date | None = None, until: dt.date | None = None,
          today: dt.date | None = None, trigger: str = "cli") -> Plan:
-    """The window of this run: --since/--until when given, else the cursor minus the look-back, up to today."""
+    """The window of this run: --since/--until when given, else the cursor minus the look-back, up to today
+    (or up to the last day a row may have, when the campaigns ended long ago)."""
     cursor_row = s.get(IngestCursor, (config.name, config.account))
     cursor = cursor_row.last_date if cursor_row else None
     today = today or dt.date.today()
     windowed = connectors.connector_class(config.kind).windowed
+    dates = allowed_dates(s, config)
     if since is not None and until is not None and since > until:
         raise UserError(f"--since {since} is after --until {until}; swap them")
+    for option, day in (("--since", since), ("--until", until)):
+        if dates and day is not None and not dates[0] <= day <= dates[1]:
+            raise UserError(f"{option} {day} is outside the days source {config.name!r} may have rows for "
+                            f"({describe_dates(dates)}); pick a day in that range")
+    backfill = since is not None or until is not None
     if not windowed:
-        return Plan(config, since, until, cursor, trigger)
-    until = until or today
+        return Plan(config, since, until, cursor, trigger, dates, backfill)
+    until = until or (min(today, dates[1]) if dates else today)
     if since is None:
         if cursor is not None:
             since = min(cursor + dt.timedelta(days=1), until) - dt.timedelta(days=lookback_days(config))
         else:
             since = config.first_day or until - dt.timedelta(days=max(lookback_days(config), 1) - 1)
             since = max(since, until - dt.timedelta(days=MAX_FIRST_RUN_DAYS))
-        since = min(since, until)
+        since = min(max(since, dates[0]) if dates else since, until)
     if since > until:
         raise UserError(f"--since {since} is after --until {until}; swap them")
-    return Plan(config, since, until, cursor, trigger)
+    return Plan(config, since, until, cursor, trigger, dates, backfill)
 
 
 # -- fetch --------------------------------------------------------------------------------------
@@ -219,18 +308,65 @@ class Spool:
         self.file.close()
 
 
+# -- the one check every row of every source passes before it is stored ---------------------------
+
+def row_problem(row: tuple, dates: tuple[str, str] | None, may_be_unknown: frozenset[str]) -> str | None:
+    """What is wrong with one row (ROW_FIELDS order, dates as ISO text), or None: a date within `dates`, a
+    platform campaign, and each measure a finite number from 0 to its MAX_VALUE (whole for counts), or None
+    (unknown, stored as NULL) for a measure in `may_be_unknown`, the ones this source does not always report."""
+    date = row[0]
+    try:  # the common case in one expression (a NaN, None or text fails it and gets the detailed look below)
+        imp, clicks, spend, conv, value = row[FIRST_MEASURE:FIRST_MEASURE + len(MEASURES)]
+        if (row[2] and type(imp) is int and type(clicks) is int and 0 <= imp <= MAX_COUNT and 0 <= clicks <= MAX_COUNT
+                and 0 <= spend <= MAX_MONEY and 0 <= conv <= MAX_COUNT and 0 <= value <= MAX_MONEY
+                and (not dates or dates[0] <= date <= dates[1])):
+            return None
+    except TypeError:
+        pass
+    if dates and not dates[0] <= date <= dates[1]:
+        return f"the date {date} is outside {dates[0]} to {dates[1]}"
+    if not row[2]:
+        return "it names no campaign (no campaign id or name)"
+    for name, value in zip(MEASURES, row[FIRST_MEASURE:FIRST_MEASURE + len(MEASURES)]):
+        if value is None:
+            if name in may_be_unknown:
+                continue
+            return f"{name} has no value; write 0 when there were none"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name} is not a number"
+        if name in WHOLE and not isinstance(value, int):
+            return f"{name} is not a whole number"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name} is not a finite number"
+        if value < 0:
+            return f"{name} is negative"
+        if value > MAX_VALUE[name]:
+            return f"{name} is larger than {MAX_VALUE[name]:,}, the most one row (one ad on one day) may have"
+    return None
+
+
+def _refuse(connector: Any, page: list, index: int, part: Any, problem: str, plan_: Plan) -> SourceError:
+    row = page[index]
+    where_in_page = getattr(page, "where", None)  # a page that knows its rows' origin (a CSV file's lines)
+    where = where_in_page(index) if where_in_page else f"{part}, the row of {row[0]} for campaign {row[2]!r}"
+    hint = f" ({describe_dates(plan_.dates)})" if problem.startswith("the date") and plan_.dates else ""
+    return connector.http.fail(MalformedResponse, f"{where}: {problem}{hint}; fix the source and run again")
+
+
 @dataclass
 class Fetched:
     spool: Spool
     requests: int
     retries: int
     unmapped_rows: int
+    distinct_rows: int = 0  # rows stored: a key the platform sent twice is stored once (the later copy)
+    unmapped: list[tuple[str, str, str, int]] = field(default_factory=list)  # this run's, per platform campaign
     warnings: list[str] = field(default_factory=list)
 
 
 def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Progress | None = None,
           http: Http | None = None) -> Fetched:
-    """Read the window from the platform into a spool, each row mapped to its campaign (or None)."""
+    """Read the window from the platform into a spool, each row checked and mapped to its campaign (or None)."""
     config = plan_.config
     http = http or Http(config.name, config.account)
     http.source, http.account = config.name, config.account  # so every error names them
@@ -239,10 +375,14 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
     connector = connectors.create(config, credentials, http)
     mapper = Mapper(config.rules)
     name = config.name
+    dates = (plan_.dates[0].isoformat(), plan_.dates[1].isoformat()) if plan_.dates else None
+    may_be_unknown = connector.unknown_measures()
     spool = Spool()
     parts = connector.parts(plan_.since, plan_.until)
     total = sum(p.weight for p in parts)
-    done = unmapped = 0
+    done = 0
+    keys: set[int] = set()  # hashes of the natural keys seen, to count the rows stored (memory: ~60 MB per million)
+    unmapped: dict[str, list] = {}  # platform campaign -> [its name, rows]
     buffer: list[tuple] = []
     current = ""
     if progress:
@@ -251,10 +391,15 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
         for part in parts:
             current = str(part)
             for page in connector.pages(part):
-                for (date, account, pc, ad_group, ad, pc_name, imp, clicks, spend, conv, value, cur) in page:
+                for i, row in enumerate(page):
+                    problem = row_problem(row, dates, may_be_unknown)
+                    if problem:
+                        raise _refuse(connector, page, i, part, problem, plan_)
+                    (date, account, pc, ad_group, ad, pc_name, imp, clicks, spend, conv, value, cur) = row
                     campaign_id = mapper(pc, pc_name)
                     if campaign_id is None:
-                        unmapped += 1
+                        unmapped.setdefault(pc, [pc_name, 0])[1] += 1
+                    keys.add(hash(row[:5]))  # (date, account, platform campaign, ad group, ad)
                     buffer.append((date, name, account, pc, ad_group, ad, pc_name, campaign_id,
                                    imp, clicks, spend, conv, value, cur))
                 if len(buffer) >= CHUNK_ROWS:
@@ -269,7 +414,8 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
     except BaseException:
         spool.close()
         raise
-    return Fetched(spool, http.stats.requests, http.stats.retries, unmapped, connector.warnings())
+    return Fetched(spool, http.stats.requests, http.stats.retries, sum(n for _, n in unmapped.values()), len(keys),
+                   [(name, pc, pc_name, n) for pc, (pc_name, n) in sorted(unmapped.items())], connector.warnings())
 
 
 # -- merge --------------------------------------------------------------------------------------
@@ -278,9 +424,10 @@ def merge(s: Session, plan_: Plan, fetched: Fetched, started: dt.datetime | None
     """Upsert the spooled rows, move the cursor and record the run, all in the session's transaction."""
     config = plan_.config
     try:
-        written = metrics.upsert_tuples(s, fetched.spool.read())
+        metrics.upsert_tuples(s, fetched.spool.read())
     finally:
         fetched.spool.close()
+    written = fetched.distinct_rows
     run = IngestionRun(source=config.name, account=config.account, kind=config.kind, trigger=plan_.trigger,
                        status="succeeded", since=plan_.since, until=plan_.until, requests=fetched.requests,
                        retries=fetched.retries, rows_fetched=fetched.spool.rows, rows_written=written,
@@ -289,7 +436,7 @@ def merge(s: Session, plan_: Plan, fetched: Fetched, started: dt.datetime | None
     s.add(run)
     s.flush()
     cursor = s.get(IngestCursor, (config.name, config.account))
-    new_date = plan_.until if plan_.until is not None else _last_day(s, config)
+    new_date = plan_.until if plan_.until is not None else metrics.last_day(s, config.name, config.account)
     if cursor is None:
         cursor = IngestCursor(source=config.name, account=config.account, kind=config.kind)
     if new_date is not None and (cursor.last_date is None or new_date > cursor.last_date):
@@ -298,14 +445,22 @@ def merge(s: Session, plan_: Plan, fetched: Fetched, started: dt.datetime | None
     s.add(cursor)
     return RunResult(config.name, config.account, config.kind, plan_.since, plan_.until, fetched.spool.rows, written,
                      fetched.unmapped_rows, fetched.requests, fetched.retries, cursor.last_date, run.id,
-                     metrics.unmapped(s, config.name) if fetched.unmapped_rows else [], fetched.warnings)
+                     fetched.unmapped, fetched.warnings)
 
 
-def _last_day(s: Session, config: SourceConfig) -> dt.date | None:
-    from sqlalchemy import func
-
-    t = m.MetricDaily
-    return s.exec(select(func.max(t.date)).where(t.source == config.name, t.account == config.account)).one()
+def with_next_step(error: SourceError, plan_: Plan) -> SourceError:
+    """`error` with what to run next, when trying again later may help (retries or the time cap ran out): a
+    run from the cursor is continued by the next run, while a backfill (--since/--until) is not (the next run
+    reads from the cursor), so the same window has to be run again."""
+    if not isinstance(error, RetriesExhausted):
+        return error
+    if plan_.backfill:
+        window = " ".join(f"--{o} {d}" for o, d in (("since", plan_.since), ("until", plan_.until)) if d)
+        step = (f"this backfill is not continued by the next run: run `campaignflow ingest {plan_.config.name} "
+                f"{window}` again later")
+    else:
+        step = "the next run continues from the same cursor"
+    return type(error)(error.source, error.account, f"{error.what}; {step}")
 
 
 def record_failure(s: Session, plan_: Plan, error: BaseException, started: dt.datetime | None = None,
@@ -332,9 +487,10 @@ def run_source(source: str | SourceConfig, since: dt.date | None = None, until: 
     try:
         fetched = fetch(the_plan, credentials, progress, http)
     except SourceError as exc:
+        exc = with_next_step(exc, the_plan)
         with db.session(url) as s:
             record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries, http.secrets)
-        raise
+        raise exc from None
     if progress:
         progress(ProgressEvent(1, 1, fetched.spool.rows, "writing to the store"))
     with db.session(url, write=True) as s:
@@ -351,8 +507,9 @@ def run_in_session(s: Session, config: SourceConfig, *, trigger: str = "lifecycl
     try:
         fetched = fetch(the_plan, credentials, None, http)
     except SourceError as exc:
+        exc = with_next_step(exc, the_plan)
         record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries, http.secrets)
-        raise
+        raise exc from None
     with s.begin_nested():
         return merge(s, the_plan, fetched, started)
 

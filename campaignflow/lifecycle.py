@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from campaignflow import models as m
 from campaignflow.errors import UserError
 from campaignflow.spec import CampaignSpec
-from campaignflow.approvals import StagePlan, due_at, plan_stages, review_stage
+from campaignflow.approvals import StagePlan, due_at, plan_stages, review_stage, waiting_on
 from campaignflow.store import audit, campaign_spec, gate_decisions, get_campaign, open_gate
 from campaignflow.timeline import schedule
 
@@ -83,7 +83,6 @@ def next_plan_gate(s: Session, campaign_id: str, kind: str) -> m.ApprovalGate | 
             comments = "; ".join(f"{d.person}: {d.comment}" for d in gate_decisions(s, last.id) if d.comment)
             note = f"\n\n**Changes requested on version {last.version}:** {comments}"
     plan = plans[stage_index]
-    lead = spec.people_with_role("campaign_manager")
     what = {"goals": f"the goals of {spec.name}",
             "budget": f"the budget of {spec.name}: {_money(spec.budget_total(), spec.currency)}"}[kind]
     stage = f" ({plan.name}, stage {stage_index + 1} of {len(plans)})" if len(plans) > 1 else ""
@@ -92,7 +91,7 @@ def next_plan_gate(s: Session, campaign_id: str, kind: str) -> m.ApprovalGate | 
         s, key=f"{campaign_id}/{kind}/v{version}" + (f"/{plan.name}" if len(plans) > 1 else ""),
         campaign_id=campaign_id, kind=kind, title=f"Approve {what}{stage}", description=page + note,
         version=version, stage=plan.name, stage_index=stage_index, stages_total=len(plans), amount=amount,
-        submitted_by=lead[0].handle if lead else "", **_plan_gate_fields(plan, frozenset(spec.holidays)),
+        submitted_by=spec.manager(), **_plan_gate_fields(plan, frozenset(spec.holidays)),
     )
 
 
@@ -205,16 +204,20 @@ def _set_deliverable_status(s: Session, campaign_id: str, keys: set[str], status
         s.add(row)
 
 
-def mark_done(s: Session, campaign_id: str, key: str, person: str) -> tuple[m.Deliverable, list[dict[str, str]]]:
+def mark_done(s: Session, campaign_id: str, key: str, person: str,
+              force: bool = False) -> tuple[m.Deliverable, list[dict[str, str]]]:
     """The owner (or a campaign/account manager) says a deliverable is done: published, bought, shipped.
 
-    Returns the deliverable and the work it unblocked (each {key, name, owner}; empty when it was done already)."""
+    Work is done only once the campaign's goals and budget are approved and everything it depends on
+    is done; `force` lets a campaign or account manager say otherwise, and the audit names what they
+    overrode. Returns the deliverable and the work it unblocked (each {key, name, owner}; empty when it
+    was done already)."""
     _, spec = load(s, campaign_id)
     row = s.exec(select(m.Deliverable).where(m.Deliverable.campaign_id == campaign_id, m.Deliverable.key == key)).first()
     if row is None:
         keys = ", ".join(d.key for d in spec.deliverables)
         raise UserError(f"campaign {campaign_id} has no deliverable {key!r}; its deliverables are {keys}")
-    managers = {p.handle for p in spec.people if {"campaign_manager", "account_manager"} & set(p.roles)}
+    managers = [p.handle for p in spec.people if {"campaign_manager", "account_manager"} & set(p.roles)]
     if person != row.owner and person not in managers:
         raise UserError(f"{person} neither owns {key} ({row.owner} does) nor manages the campaign; "
                         f"ask {row.owner} or a campaign manager")
@@ -225,11 +228,46 @@ def mark_done(s: Session, campaign_id: str, key: str, person: str) -> tuple[m.De
     reviewed = row.review_rounds == 0 or row.status == "approved"
     if not reviewed:
         raise UserError(f"{key} is still {row.status.replace('_', ' ')}: its reviews must approve it before it is done")
+    blockers = _done_blockers(s, campaign_id, spec, key)
+    who = ", ".join(managers) or "none is named in the spec"
+    if blockers and not force:
+        raise UserError(f"{key} cannot be done yet: {'; '.join(blockers)}. Finish those first, or a campaign or "
+                        f"account manager ({who}) may override with --force (audited)")
+    if blockers and person not in managers:
+        raise UserError(f"only a campaign or account manager ({who}) may force {key} done; {person} is not one")
     unblocked = _unblocked_by(s, campaign_id, spec, key)
     row.status = "done"
     s.add(row)
-    audit(s, campaign_id, "deliverable.done", key, actor=person, name=row.name, owner=row.owner, unblocked=unblocked)
+    audit(s, campaign_id, "deliverable.done", key, actor=person, name=row.name, owner=row.owner, unblocked=unblocked,
+          **({"forced_past": blockers} if blockers else {}))
     return row, unblocked
+
+
+def _done_blockers(s: Session, campaign_id: str, spec: CampaignSpec, key: str) -> list[str]:
+    """Why `key` is not ready to be done: a goals or budget gate not yet approved, dependencies not done."""
+    blockers = [b for kind in ("goals", "budget") if (b := _plan_blocker(s, campaign_id, kind))]
+    status = dict(s.exec(select(m.Deliverable.key, m.Deliverable.status)
+                         .where(m.Deliverable.campaign_id == campaign_id)).all())
+    depends_on = next(d.depends_on for d in spec.deliverables if d.key == key)
+    blockers += [f"it depends on {dep}, which is {status.get(dep, 'planned').replace('_', ' ')}"
+                 for dep in depends_on if status.get(dep) != "done"]
+    return blockers
+
+
+def _plan_blocker(s: Session, campaign_id: str, kind: str) -> str | None:
+    """None when the campaign's goals (or budget) are approved at every stage; else where they stand."""
+    last = s.exec(select(m.ApprovalGate).where(m.ApprovalGate.campaign_id == campaign_id, m.ApprovalGate.kind == kind)
+                  .order_by(m.ApprovalGate.id.desc())).first()
+    if last is None:
+        return f"the campaign has not reached its {kind} gate yet"
+    if last.status == "open":
+        left = waiting_on(last, gate_decisions(s, last.id))
+        return f"the campaign waits at its {kind} gate #{last.id} (on {', '.join(left)})"
+    if last.status != "approved":
+        return f"its {kind} gate #{last.id} was {last.status.replace('_', ' ')}"
+    if last.stage_index + 1 < last.stages_total:
+        return f"its {kind} gate has approved stage {last.stage_index + 1} of {last.stages_total} only"
+    return None
 
 
 def _unblocked_by(s: Session, campaign_id: str, spec: CampaignSpec, key: str) -> list[dict[str, str]]:

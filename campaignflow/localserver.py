@@ -65,7 +65,9 @@ def start(wait_seconds: float = 90.0) -> str:
         command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1",
                    "--port", str(settings.local_server_port())]
         env = {**os.environ, **prefect_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true")}
+               "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
+               # The UI asks /ui-settings where its API is; without these it answers port 4200, whatever --port.
+               "PREFECT_UI_API_URL": url, "PREFECT_SERVER_API_PORT": str(settings.local_server_port())}
         env.pop("PREFECT_API_URL", None)
         with open(log_file(), "ab") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -100,6 +100,12 @@ def currencies(s: Session, campaign_id: str) -> list[str]:
     return [c for c in s.exec(select(t.currency).where(t.campaign_id == campaign_id).distinct()).all() if c]
 
 
+def last_day(s: Session, source: str, account: str):  # -> dt.date | None
+    """The last day a source account has rows for (its cursor may be later: a read of days without data)."""
+    t = m.MetricDaily
+    return s.exec(select(func.max(t.date)).where(t.source == source, t.account == account)).one()
+
+
 def unmapped(s: Session, source: str | None = None) -> list[tuple[str, str, str, int]]:
     """Platform campaigns whose rows no campaign claims: (source, platform campaign, its name, rows)."""
     t = m.MetricDaily
@@ -118,14 +124,14 @@ def campaign_report(s: Session, campaign_id: str, as_of=None) -> dict:  # noqa: 
     import datetime as dt
 
     from campaignflow import kpis
-    from campaignflow.models_ingest import IngestCursor, IngestionRun
+    from campaignflow.models_ingest import IngestionRun
     from campaignflow.store import campaign_spec, get_campaign
 
     campaign = get_campaign(s, campaign_id)
     spec = campaign_spec(campaign)
     frame = campaign_rows(s, campaign_id)
-    last_day = frame["date"].max() if not frame.empty else None
-    as_of = as_of or last_day or min(dt.date.today(), spec.end)
+    last_with_data = frame["date"].max() if not frame.empty else None
+    as_of = as_of or last_with_data or min(dt.date.today(), spec.end)
     upto = frame[frame["date"] <= as_of] if not frame.empty else frame
     totals = kpis.to_date(upto)
     goals = []
@@ -142,11 +148,11 @@ def campaign_report(s: Session, campaign_id: str, as_of=None) -> dict:  # noqa: 
     sources = []
     names = [x.name for x in spec.measurement.sources]
     for x in spec.measurement.sources:
-        cur = s.get(IngestCursor, (x.name, x.account))
+        through = last_day(s, x.name, x.account)
         last = s.exec(select(IngestionRun).where(IngestionRun.source == x.name)
                       .order_by(IngestionRun.id.desc()).limit(1)).first()
         sources.append({"name": x.name, "kind": x.kind, "account": x.account,
-                        "data_through": cur.last_date.isoformat() if cur and cur.last_date else None,
+                        "data_through": through.isoformat() if through else None,
                         "last_run": None if last is None else {"status": last.status, "at": last.finished_at.isoformat(),
                                                                "rows": last.rows_written, "error": last.error,
                                                                "warnings": last.warnings}})
@@ -156,8 +162,8 @@ def campaign_report(s: Session, campaign_id: str, as_of=None) -> dict:  # noqa: 
     return kpis.clean({
         "campaign": campaign_id, "name": spec.name, "currency": spec.currency, "as_of": as_of.isoformat(),
         "start": spec.start.isoformat(), "end": spec.end.isoformat(),
-        "data_from": frame["date"].min().isoformat() if last_day else None,
-        "data_through": last_day.isoformat() if last_day else None,
+        "data_from": frame["date"].min().isoformat() if last_with_data else None,
+        "data_through": last_with_data.isoformat() if last_with_data else None,
         "days_with_data": int(per_day.shape[0]),
         "to_date": totals, "goals": goals,
         "budget": kpis.budget_pacing(media, totals["spend"], spec.start, spec.end, as_of),

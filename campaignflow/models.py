@@ -33,6 +33,13 @@ class Campaign(SQLModel, table=True):
     status: str = Field(default="registered", index=True)  # registered|running|waiting|completed|stopped|failed
     current_step: str = Field(default="goals")
     flow_run_id: Optional[str] = None
+    # The one lifecycle run that holds the campaign (campaignflow/claims.py): its Prefect flow run id, the
+    # process running it, and the lease that process renews. No process and no lease: a deployed run
+    # waiting suspended.
+    run_holder: Optional[str] = None
+    run_host: str = ""
+    run_pid: Optional[int] = None
+    run_lease_until: Optional[dt.datetime] = _opt_ts()
     created_at: dt.datetime = _ts()
     updated_at: dt.datetime = _ts()
 

@@ -29,11 +29,6 @@ def local_server_port() -> int:
     return int(os.environ.get("CAMPAIGNFLOW_SERVER_PORT", "4280"))
 
 
-def gate_timeout_seconds() -> int:
-    """How long an ad-hoc run waits at one gate before Prefect fails it (default 30 days)."""
-    return int(os.environ.get("CAMPAIGNFLOW_GATE_TIMEOUT", str(30 * 24 * 3600)))
-
-
 def gate_poll_seconds() -> float:
     """How often a waiting flow looks for its decision (Prefect pause poll and store watch)."""
     return float(os.environ.get("CAMPAIGNFLOW_GATE_POLL", "1"))

@@ -30,6 +30,12 @@ class LinkRefused(UserError):
         self.status = status
 
 
+class KeyUnusable(UserError):
+    """The server cannot sign or check links safely; the message says how to fix its key."""
+
+    status = 503
+
+
 @dataclass(frozen=True)
 class LinkClaim:
     gate_id: int
@@ -40,15 +46,43 @@ class LinkClaim:
 
 
 def secret() -> bytes:
-    """`$CAMPAIGNFLOW_SECRET`, else a random key kept (mode 600) in the home folder."""
+    """`$CAMPAIGNFLOW_SECRET`, else a random key kept (mode 600) in the home folder.
+
+    An empty key would make every link forgeable, so one is never used: the key file is created
+    whole or not at all, and an empty one (from an older version, or edited by hand) is refused.
+    """
     value = os.environ.get("CAMPAIGNFLOW_SECRET")
-    if value:
+    if value and value.strip():
         return value.encode()
     path = settings.home() / "link-secret"
     if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
-    return path.read_text().strip().encode()
+        _create_key(path)
+    key = path.read_text().strip()
+    if not key:
+        raise KeyUnusable(f"the link-signing key {path} is empty, so links could be forged; delete the file "
+                        f"(a new key is made; links already sent stop working) or set CAMPAIGNFLOW_SECRET")
+    return key.encode()
+
+
+def _create_key(path) -> None:
+    """Write a new key to a private temporary file, then link it into place unless a key is already there.
+
+    `os.link` fails when the name exists, so when several processes start at once exactly one key
+    wins, and every process reads that same complete key back.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process made the key first: use theirs
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _b64(data: bytes) -> str:
@@ -73,7 +107,8 @@ def verify(token: str, now: float | None = None) -> LinkClaim:
         expected = _b64(hmac.new(secret(), body.encode(), hashlib.sha256).digest())
     except ValueError:
         raise LinkRefused("This link is incomplete or was altered. Ask for a new one.", 400) from None
-    if not hmac.compare_digest(signature, expected):
+    # Compared as bytes: a link can carry any character, and compare_digest refuses non-ASCII text.
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
         raise LinkRefused("This link was altered or was not issued by campaignflow. Nothing was recorded.", 403)
     data = json.loads(_unb64(body))
     claim = LinkClaim(int(data["g"]), str(data["p"]), str(data["d"]), int(data["e"]), str(data["n"]))

@@ -15,19 +15,22 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from campaignflow.errors import SpecInvalid
 from campaignflow.kpis import KPI_NAMES
 from campaignflow.timeline import find_cycle
+from campaignflow.yamlload import YamlRefused, load_yaml, read_text
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=80)]
-PositiveAmount = Annotated[float, Field(gt=0)]
+MAX_AMOUNT = 1e12  # far above any campaign, and small enough that a sum of amounts stays a finite number
+PositiveAmount = Annotated[float, Field(gt=0, le=MAX_AMOUNT)]
+Measure = Annotated[float, Field(ge=-1e15, le=1e15)]  # a goal's target or baseline
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # No NaN or ±Infinity anywhere: a gate must never ask anyone to approve "inf EUR".
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class Person(Strict):
@@ -42,9 +45,9 @@ class Goal(Strict):
     name: Slug
     description: str = ""
     kpi: str = Field(min_length=1, description="What is measured: " + ", ".join(KPI_NAMES))
-    target: float
+    target: Measure
     unit: str = Field(min_length=1)
-    baseline: float = 0
+    baseline: Measure = 0
     deadline: dt.date
 
 
@@ -147,6 +150,11 @@ class MeasurementSource(Strict):
         "meta": (r"(act_)?\d+", "a Meta ad account id such as act_1234567890"),
         "ga4": (r"\d+", "a GA4 property id (digits only, e.g. 312345678)"),
     }
+    # A base_url ends in the API version (a proxy may add a path before it); without one every call is a 404.
+    _API_VERSION: ClassVar[str] = r"https?://[^\s/]+(/[^\s]*)?/v\d+(\.\d+)?(alpha|beta)?\d*/?"
+    _API_EXAMPLES: ClassVar[dict[str, str]] = {"google_ads": "https://googleads.googleapis.com/v21",
+                                               "meta": "https://graph.facebook.com/v25.0",
+                                               "ga4": "https://analyticsdata.googleapis.com/v1beta"}
     CSV_COLUMNS: ClassVar[tuple[str, ...]] = ("date", "campaign", "campaign_id", "ad_group", "ad", "impressions",
                                               "clicks", "spend", "conversions", "conversion_value", "currency")
     MEASURES: ClassVar[tuple[str, ...]] = ("impressions", "clicks", "spend", "conversions", "conversion_value")
@@ -165,12 +173,28 @@ class MeasurementSource(Strict):
             claimed.setdefault(measure, name)
         return problems
 
+    @staticmethod
+    def _leaves_folder(path: str) -> bool:
+        """Does `path`, read relative to the spec's folder, lead out of it (absolute, or more `..` than folders)?
+        Symlinks are followed where the files are read (campaignflow/connectors/csv.py)."""
+        if Path(path).is_absolute():
+            return True
+        depth = 0
+        for part in Path(path).parts:
+            depth += -1 if part == ".." else 0 if part == "." else 1
+            if depth < 0:
+                return True
+        return False
+
     def problems(self) -> list[str]:
         """What is wrong with this source, as `field: message` (the caller prefixes the path)."""
         problems: list[str] = []
         if self.kind == "csv":
             if not self.path:
                 problems.append("path: a csv source needs `path` (a file or folder of exports)")
+            elif self._leaves_folder(self.path):
+                problems.append(f"path: {self.path!r} is outside the spec's folder; put the exports in that folder "
+                                "(or below it) and give `path` relative to it, e.g. data/exports/")
             for ours in self.columns:
                 if ours not in self.CSV_COLUMNS:
                     problems.append(f"columns.{ours}: not a column campaignflow reads; use one of {', '.join(self.CSV_COLUMNS)}")
@@ -191,6 +215,9 @@ class MeasurementSource(Strict):
             problems.append("conversion_actions: only meta sources count conversions from action types")
         if self.base_url and not re.match(r"https?://[^\s/]+", self.base_url):
             problems.append(f"base_url: {self.base_url!r} is not an http(s) URL")
+        elif self.base_url and self.kind in self._API_EXAMPLES and not re.fullmatch(self._API_VERSION, self.base_url):
+            problems.append(f"base_url: {self.base_url!r} has no API version at its end; write it as "
+                            f"{self._API_EXAMPLES[self.kind]} (or your proxy's address followed by the version)")
         if self.schedule and len(self.schedule.split()) != 5:
             problems.append(f"schedule: {self.schedule!r} is not a cron expression of 5 fields, e.g. '0 6 * * *'")
         return problems
@@ -373,10 +400,22 @@ def _notification_problems(spec: CampaignSpec) -> list[str]:
             if name not in handles and not name.replace("_", "").replace("-", "").isalnum():
                 problems.append(f"notifications.reminders.escalate_to[{level}][{j}]: {name!r} is not a person or role name")
     refs("notifications.sla.client", n.sla.client)
+    if n.templates is not None and _leaves_spec_folder(n.templates):
+        problems.append(f"notifications.templates: {n.templates!r} leads out of the spec's folder; name a folder "
+                        "inside it, relative to the spec file, e.g. notify-templates (no absolute path, '~' or '..')")
     for j, kind in enumerate(n.mute):
         if kind not in MESSAGE_KINDS:
             problems.append(f"notifications.mute[{j}]: {kind!r} is not a message kind; use one of {', '.join(MESSAGE_KINDS)}")
     return problems
+
+
+def _leaves_spec_folder(path: str) -> bool:
+    """Template overrides run with the flow's rights, so they come from the spec's own folder and nowhere else."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    parts = PurePosixPath(path.replace("\\", "/")).parts
+    return (PurePosixPath(path).is_absolute() or bool(PureWindowsPath(path).drive) or path.startswith("~")
+            or ".." in parts)
 
 
 class CampaignSpec(Strict):
@@ -417,6 +456,11 @@ class CampaignSpec(Strict):
     def people_with_role(self, role: str) -> list[Person]:
         return [p for p in self.people if role in p.roles]
 
+    def manager(self) -> str:
+        """Who submits the goals and the budget for approval: the first campaign manager ('' when none)."""
+        lead = self.people_with_role("campaign_manager")
+        return lead[0].handle if lead else ""
+
     def budget_total(self) -> float:
         return round(sum(line.amount for line in self.budget), 2)
 
@@ -429,11 +473,9 @@ def spec_hash(data: dict[str, Any]) -> str:
 
 def parse_yaml(text: str, source: str = "spec") -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        raise SpecInvalid([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], source) from None
+        data = load_yaml(text, source)
+    except YamlRefused as exc:
+        raise SpecInvalid(exc.problems, source) from None
     if not isinstance(data, dict):
         raise SpecInvalid(["(top): the spec must be a YAML mapping of fields such as id, name, goals"], source)
     return data
@@ -444,7 +486,10 @@ def load_spec(path: str | Path, today: dt.date | None = None) -> tuple[CampaignS
     path = Path(path)
     if not path.is_file():
         raise SpecInvalid([f"(file): {path} does not exist or is not a file"], str(path))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path)
+    except YamlRefused as exc:
+        raise SpecInvalid(exc.problems, str(path)) from None
     return validate_spec_text(text, str(path), today), text
 
 
@@ -494,8 +539,13 @@ def _format_pydantic_error(err: dict[str, Any]) -> str:
                 msg = "must be lowercase letters, digits, '-' or '_' (e.g. landing-page)"
         elif kind in ("greater_than", "greater_than_equal") and "amount" in loc:
             msg = "must be a positive amount greater than 0"
+        elif kind == "finite_number":
+            msg = "must be a finite number (not .nan or .inf)"
+        elif kind.startswith("date_"):
+            msg = "must be a real date as YYYY-MM-DD, e.g. 2027-03-15"
         if "input" in err and kind not in ("missing",) and not isinstance(err["input"], (dict, list)):
-            msg += f" (got {err['input']!r})"
+            shown = repr(err["input"])
+            msg += f" (got {shown if len(shown) <= 60 else shown[:60] + '…'})"
     return f"{_format_path(loc)}: {msg}"
 
 
@@ -604,6 +654,11 @@ def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
             problems.append(f"{path}.quorum: {d.quorum} approvals can never come from {len(people)} approver(s)")
         if d.primary is not None and d.primary not in people:
             problems.append(f"{path}.primary: {d.primary!r} is not one of this gate's approvers ({', '.join(people)})")
+        kind = path.split(".")[1]
+        blocked = _needs_submitter(people, policy or "any", d.quorum, d.primary, spec.manager())
+        if blocked:
+            problems.append(f"{path}.approvers: can never be approved: {spec.manager()} submits the {kind} (the "
+                            f"campaign manager) and may not approve that work, and {blocked}")
 
     policy_default = None
     for kind in ("goals", "budget"):
@@ -649,12 +704,36 @@ def _approval_problems(spec: CampaignSpec, check_refs) -> list[str]:
     if a.reviews.quorum is not None and a.reviews.policy != "quorum":
         problems.append("approvals.reviews.quorum: only used with `policy: quorum`")
     for i, d in enumerate(spec.deliverables):
+        for r, reviewers in enumerate(d.reviewers):
+            # The owner submits the asset for review (lifecycle: submitted_by=owner).
+            blocked = _needs_submitter(spec.expand(reviewers), a.reviews.policy or "all", a.reviews.quorum, None, d.owner)
+            if blocked:
+                problems.append(f"deliverables[{i}].reviewers[{r}]: review round {r + 1} of {d.key} can never be "
+                                f"approved: {d.owner} owns it and may not approve their own work, and {blocked}")
         if a.reviews.quorum is not None:
             for r, reviewers in enumerate(d.reviewers):
                 if reviewers and a.reviews.quorum > len(spec.expand(reviewers)):
                     problems.append(f"deliverables[{i}].reviewers[{r}]: fewer reviewers than the review quorum "
                                     f"{a.reviews.quorum}")
     return problems
+
+
+def _needs_submitter(people: list[str], policy: str, quorum: int | None, primary: str | None,
+                     submitter: str) -> str | None:
+    """Why a stage cannot be approved without its submitter, whose decision `approvals.decide` refuses
+    (whoever submitted the work cannot approve it); None when it can. Escalation does not count: a gate
+    must close on its own approvers."""
+    if not submitter or submitter not in people or (primary is not None and primary != submitter):
+        return None  # a primary other than the submitter closes the stage alone
+    others = len(people) - 1
+    if not others:
+        return f"{submitter} is the only approver; add another person or role"
+    if policy == "all":
+        return f"policy `all` needs {submitter} too; remove {submitter} from the approvers or use policy any"
+    if policy == "quorum" and quorum and others < quorum <= len(people):
+        return (f"quorum {quorum} cannot be reached without {submitter} ({others} other approver(s)); "
+                f"lower the quorum or add approvers")
+    return None
 
 
 def json_schema() -> dict[str, Any]:

@@ -27,7 +27,8 @@ def register_campaign(s: Session, spec: CampaignSpec, spec_text: str, spec_dir: 
     """Store a validated spec as a campaign with its team, goals, audience, budget and deliverables.
 
     Registering the same spec again returns the existing campaign (so a re-run
-    continues it); a different spec under the same id is refused.
+    continues it); a different spec under the same id is refused, and so is a
+    metric source declared differently from how another campaign declares it.
     """
     digest = spec_hash(spec.model_dump(mode="json"))
     existing = s.get(m.Campaign, spec.id)
@@ -38,6 +39,9 @@ def register_campaign(s: Session, spec: CampaignSpec, spec_text: str, spec_dir: 
                 f"give the changed campaign a new `id`, or run the spec it was registered with"
             )
         return existing, False
+    from campaignflow.ingest import check_sources  # ingest reads stored specs through this module
+
+    check_sources(s, spec, str(spec_dir))
     campaign = m.Campaign(
         id=spec.id, name=spec.name, client=spec.client, type=spec.type, currency=spec.currency,
         start=spec.start, end=spec.end, spec_text=spec_text, spec_hash=digest, spec_dir=str(spec_dir),
@@ -138,16 +142,36 @@ def open_gate(s: Session, *, key: str, campaign_id: str, kind: str, title: str, 
     return gate
 
 
+class GateNotFound(UserError):
+    """No gate by that number or key (a web or API caller gets 404)."""
+
+    status = 404
+
+
+# The largest id the store's integer columns hold (PostgreSQL's `integer`); a larger number names no row.
+MAX_ID = 2**31 - 1
+
+
 def find_gate(s: Session, ref: str | int, lock: bool = False) -> m.ApprovalGate:
     """A gate by number (`12`) or key (`acme-webinar/goals`)."""
     query = select(m.ApprovalGate)
     text = str(ref).strip().lstrip("#")
-    query = query.where(m.ApprovalGate.id == int(text)) if text.isdigit() else query.where(m.ApprovalGate.key == text)
+    if "\x00" in text or len(text) > 200:  # no key holds these; PostgreSQL refuses NUL in a query
+        shown = text[:40] + ("…" if len(text) > 40 else "")
+        raise GateNotFound(f"there is no gate {shown!r}; `campaignflow approvals` lists the open ones by number and key")
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if number > MAX_ID:
+            raise GateNotFound(f"there is no gate {number}; gate numbers are below {MAX_ID + 1:,} "
+                               f"and `campaignflow approvals` lists the open ones")
+        query = query.where(m.ApprovalGate.id == number)
+    else:
+        query = query.where(m.ApprovalGate.key == text)
     if lock:
         query = query.with_for_update()
     gate = s.exec(query).first()
     if gate is None:
-        raise UserError(f"there is no gate {ref!r}; `campaignflow approvals` lists the open ones")
+        raise GateNotFound(f"there is no gate {ref!r}; `campaignflow approvals` lists the open ones")
     return gate
 
 

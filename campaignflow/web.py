@@ -4,7 +4,8 @@ GET /decide/{token} shows the request and one button; POST records the
 decision. (A GET never decides: chat unfurlers and mail scanners open links.)
 The JSON API needs `Authorization: Bearer $CAMPAIGNFLOW_API_TOKEN`.
 Every decision goes through `campaignflow.approvals.decide`, then the
-waiting flow is resumed.
+waiting flow is resumed. A request body larger than BODY_LIMIT gets 413
+before anything reads it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,62 @@ import html
 import os
 
 from fastapi import FastAPI, Form, Header, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from campaignflow import db
-from campaignflow.approvals import decide_by_link
+from campaignflow.approvals import (TEXT_LIMIT, VERBS, closed_text, decide_by_link, decided_by, undecided_seats,
+                                    waiting_on)
 from campaignflow.errors import UserError
 from campaignflow.signing import LinkRefused, verify
-from campaignflow.store import find_gate
+from campaignflow.store import find_gate, gate_decisions
+
+# Room for a comment at TEXT_LIMIT characters, each up to 12 bytes once form- or JSON-encoded, and the rest.
+BODY_LIMIT = 64 * 1024  # bytes
+LABELS = {"approve": "Approve", "request_changes": "Request changes", "reject": "Reject"}
+
+
+class BodySizeLimit:
+    """Answer 413 to a request body over `limit` bytes, declared (Content-Length) or streamed (chunked)."""
+
+    def __init__(self, app, limit: int = BODY_LIMIT):
+        self.app, self.limit = app, limit
+
+    def _refusal(self, size: str) -> JSONResponse:
+        return JSONResponse({"detail": f"the request body is {size} bytes; the limit is {self.limit:,}"}, 413)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit():
+            return await JSONResponse({"detail": "the Content-Length header is not a number"}, 400)(scope, receive, send)
+        if int(declared) > self.limit:
+            return await self._refusal(f"{int(declared):,}")(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # raised inside the app, which answers it like any HTTPException
+                raise HTTPException(413, f"the request body is over {self.limit:,} bytes; the limit is {self.limit:,}")
+            return message
+
+        await self.app(scope, counted_receive, send)
+
 
 app = FastAPI(title="campaignflow approvals", version="1")
-LABELS = {"approve": "Approve", "request_changes": "Request changes", "reject": "Reject"}
+app.add_middleware(BodySizeLimit)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each wrong field. FastAPI's own answer echoes the input back, and fails (500) on input
+    that JSON cannot carry out again, such as the -Infinity Python's JSON reader accepts."""
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
+    return JSONResponse({"detail": problems}, 422)
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -56,19 +102,39 @@ def show_decision(token: str) -> HTMLResponse:
             if s.get(m.UsedLink, claim.nonce) is not None:
                 raise LinkRefused("This link has already been used. Each link decides once.", 409)
             gate = find_gate(s, claim.gate_id)
+            decisions = gate_decisions(s, gate.id)
+            seats = undecided_seats(s, gate, decisions, claim.person)
     except UserError as exc:
         return _refusal(exc)
     if gate.status != "open":
-        return _page("Already decided", f"<p>Gate #{gate.id} is already closed as "
-                     f"<b>{html.escape(gate.status.replace('_', ' '))}</b>. Nothing more to do.</p>", 409)
+        return _page("Already decided", f"<p>Gate #{gate.id} is already closed: "
+                     f"<b>{html.escape(closed_text(gate, decisions))}</b>. Nothing more to do.</p>", 409)
+    mine = decided_by(decisions, claim.person)
+    if mine and not seats:
+        return _page("Already decided", f"<p>{html.escape(_already(mine[0], gate.id))}. "
+                     f"{_state_html(gate.status, waiting_on(gate, decisions))}</p>", 409)
     amount = f"<p><b>Amount:</b> {gate.amount:,.2f}</p>" if gate.amount else ""
     needs_comment = claim.decision != "approve"
-    comment = (f'<p><label>Comment ({"required" if needs_comment else "optional"})<br>'
-               f'<textarea name="comment" {"required" if needs_comment else ""}></textarea></label></p>')
-    body = (f"<p>{html.escape(claim.person)}, you are asked to decide gate #{gate.id}.</p>{amount}"
+    comment = (f'<p><label>Comment ({"required" if needs_comment else "optional"}, up to {TEXT_LIMIT:,} characters)<br>'
+               f'<textarea name="comment" maxlength="{TEXT_LIMIT}" {"required" if needs_comment else ""}></textarea>'
+               f'</label></p>')
+    others = [seat for seat in seats if seat != claim.person]
+    also = f" Your decision also counts for {html.escape(', '.join(others))}, for whom you stand in." if others else ""
+    body = (f"<p>{html.escape(claim.person)}, you are asked to decide gate #{gate.id}.{also}</p>{amount}"
             f"<pre>{html.escape(gate.description)}</pre>"
             f'<form method="post">{comment}<button type="submit">{LABELS[claim.decision]}</button></form>')
     return _page(gate.title, body)
+
+
+def _already(decision, gate_id: int) -> str:
+    return (f"{decision.decided_by or decision.person} already {VERBS[decision.outcome]} gate #{gate_id} "
+            f"at {decision.decided_at:%Y-%m-%d %H:%M} UTC")
+
+
+def _state_html(status: str, waiting: list[str]) -> str:
+    if status != "open":
+        return "The gate is now <b>" + html.escape(status.replace("_", " ")) + "</b>."
+    return f"Still waiting on {html.escape(', '.join(waiting))}."
 
 
 @app.post("/decide/{token}", response_class=HTMLResponse)
@@ -80,11 +146,14 @@ def record_decision(token: str, comment: str = Form("")) -> HTMLResponse:
     except LinkRefused as exc:
         return _refusal(exc)
     except UserError as exc:
-        return _page("Not recorded", f"<p>{html.escape(str(exc))}</p>", 409)
+        return _page("Not recorded", f"<p>{html.escape(str(exc))}</p>", getattr(exc, "status", 409))
     _resume(result)
-    state = ("The gate is now <b>" + html.escape(result.status.replace("_", " ")) + "</b>."
-             if result.status != "open" else f"Still waiting on {html.escape(', '.join(result.waiting_on))}.")
-    return _page("Thank you", f"<p>Your decision on gate #{result.gate_id} is recorded. {state}</p>")
+    if not result.recorded:  # a second link for a decision already on record: say so, never "recorded"
+        return _page("Nothing new recorded", f"<p>Nothing new was recorded: {html.escape(result.already)}.</p>")
+    others = [seat for seat in result.seats if seat != claim.person]
+    also = f", also for {html.escape(', '.join(others))}, for whom you stand in" if others else ""
+    return _page("Thank you", f"<p>Your decision on gate #{result.gate_id} is recorded{also}. "
+                 f"{_state_html(result.status, result.waiting_on)}</p>")
 
 
 # -- JSON API ------------------------------------------------------------------------------------
@@ -99,7 +168,10 @@ def _authorise(authorization: str | None) -> None:
     token = os.environ.get("CAMPAIGNFLOW_API_TOKEN")
     if not token:
         raise HTTPException(503, "the JSON API is off: set CAMPAIGNFLOW_API_TOKEN on the server to turn it on")
-    if not authorization or not hmac.compare_digest(authorization, f"Bearer {token}"):
+    # Compared as bytes: a header may carry any byte (Starlette decodes it as latin-1), and
+    # compare_digest refuses text with non-ASCII characters.
+    sent = (authorization or "").encode("latin-1", "replace")
+    if not sent or not hmac.compare_digest(sent, f"Bearer {token}".encode()):
         raise HTTPException(401, "missing or wrong bearer token")
 
 
@@ -125,6 +197,7 @@ def api_decide(gate: str, body: DecisionIn, authorization: str | None = Header(N
     try:
         result, resumed = decide_and_resume(gate, body.person, body.decision, body.comment, entry_point="api")
     except UserError as exc:
-        raise HTTPException(409 if "already" in str(exc) else 400, str(exc)) from None
+        raise HTTPException(getattr(exc, "status", 409 if "already" in str(exc) else 400), str(exc)) from None
     return {"gate": result.gate_id, "status": result.status, "recorded": result.recorded,
+            "decided_for": list(result.seats), "already": result.already,
             "waiting_on": result.waiting_on, "resumed": resumed}

@@ -22,10 +22,9 @@ from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from sqlmodel import select
 
-from campaignflow import db, models as m, settings
+from campaignflow import claims, db, models as m, settings
 from campaignflow.approvals import DecisionResult, apply_timeouts, decide, waiting_on
 from campaignflow.errors import UserError
-from campaignflow.links import approval_link
 from campaignflow.store import attach_flow_run, gate_decisions
 from tasks.progress import say
 from tasks.notify import notify_now
@@ -49,13 +48,13 @@ def _form_text(gates: list[tuple[m.ApprovalGate, list[str]]]) -> str:
     for gate, left in gates:
         amount = f"\n\n**Amount:** {gate.amount:,.2f}" if gate.amount else ""
         due = f" Due {m.as_utc(gate.due_at):%Y-%m-%d %H:%M} UTC." if gate.due_at else ""
-        links = [f"[{person}]({url})" for person in left if (url := approval_link(gate.id, person))]
-        one_click = f"\n\nOne-click decision pages: {', '.join(links)}" if links else ""
+        # No signed links here: everyone who can open the run would decide as the link's person.
         parts.append(f"## Gate #{gate.id}: {gate.title}\n\n{gate.description}{amount}\n\n"
-                     f"Waiting on: **{', '.join(left)}** (policy: {gate.policy}).{due}{one_click}")
+                     f"Waiting on: **{', '.join(left)}** (policy: {gate.policy}).{due}")
     first = gates[0][0]
     return ("\n\n---\n\n".join(parts) + "\n\nFill in the gate number, your handle and your decision, "
-            f"or from a terminal: `campaignflow approve {first.id} --as PERSON`")
+            f"or from a terminal: `campaignflow approve {first.id} --as PERSON`, or with the one-click link "
+            "that each approver gets in their own channel.")
 
 
 def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
@@ -88,7 +87,7 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
         form = GateDecisionInput.with_initial_data(description=_form_text(waiting), gate=waiting[0][0].id,
                                                    decision="approve", person=waiting[0][1][0])
         if deployed:
-            answer = suspend_flow_run(wait_for_input=form, timeout=settings.gate_timeout_seconds(), key=key)
+            answer = _suspend(form, key, waiting[0][0].campaign_id, run_id)
         else:
             answer = _pause_with_watcher(form, gate_ids, run_id, key)
         if answer is not None and answer.gate in gate_ids and _read(answer.gate)[0].status == "open":
@@ -101,13 +100,29 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
                 say(f"decision from the Prefect UI not recorded: {exc}")
 
 
+# A waiting run must never expire in Prefect: lateness is the store's rule (a gate's due date and
+# on_timeout). `suspend_flow_run(timeout=None)` sets no expiry; `pause_flow_run` needs a number.
+PAUSE_NEVER_EXPIRES = 100 * 365 * 24 * 3600
+
+
+def _suspend(form, key: str, campaign_id: str, run_id: str):
+    """Suspend the deployed run; it keeps its claim on the campaign while no process holds it."""
+    with db.session(write=True) as s:
+        claims.suspend(s, campaign_id, run_id)
+    answer = suspend_flow_run(wait_for_input=form, timeout=None, key=key)
+    # Still here: the suspension had been answered already, and this process carries on holding the run.
+    with db.session(write=True) as s:
+        claims.claim(s, campaign_id, run_id, *claims.this_process())
+    return answer
+
+
 def _pause_with_watcher(form, gate_ids: list[int], run_id: str, key: str):
     stop = threading.Event()
     watcher = threading.Thread(target=contextvars.copy_context().run,
                                args=(_resume_when_closed, gate_ids, run_id, stop), daemon=True)
     watcher.start()
     try:
-        return pause_flow_run(wait_for_input=form, timeout=settings.gate_timeout_seconds(),
+        return pause_flow_run(wait_for_input=form, timeout=PAUSE_NEVER_EXPIRES,
                               poll_interval=max(1, int(settings.gate_poll_seconds())), key=key)
     finally:
         stop.set()

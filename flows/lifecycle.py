@@ -12,14 +12,17 @@ Run it:  campaignflow run examples/b2b-webinar.yaml
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from prefect import flow
 from prefect.context import FlowRunContext
+from prefect.exceptions import Pause
 
+from campaignflow import claims, db, store
 from campaignflow import lifecycle as steps
-from campaignflow import store
 from campaignflow.lifecycle import StepReport
 from campaignflow.models import STEPS
 from flows.gates import wait_for_gates
@@ -28,6 +31,7 @@ from tasks.notify import notify_now, notify_step_failed
 from tasks.progress import say
 from tasks.store import store_task
 
+claim_campaign = store_task(claims.claim, write=True)
 completed_steps = store_task(store.completed_steps)
 start_step = store_task(store.start_step)
 complete_step = store_task(store.complete_step)
@@ -123,16 +127,66 @@ def run_step(campaign_id: str, step: str) -> StepOutcome:
     return outcome
 
 
+@contextmanager
+def lease_renewed(campaign_id: str, run_id: str) -> Iterator[None]:
+    """Renew the run's claim on the campaign while this process lives (a killed process stops renewing)."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(claims.RENEW_SECONDS):
+            try:
+                with db.session(write=True) as s:
+                    claims.renew(s, campaign_id, run_id)
+            except Exception:  # noqa: BLE001  the store is away for a moment: the lease outlives a few misses
+                pass
+
+    thread = threading.Thread(target=renew, name=f"lease-{campaign_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _held_elsewhere(campaign_id: str, run_id: str) -> bool:
+    """Claim (or keep) the campaign for this run; say so and True when another live run holds it."""
+    holder = claim_campaign(campaign_id, run_id, *claims.this_process())
+    if holder:
+        say(f"campaign {campaign_id} is held by run {holder}; this run ({run_id}) stops without doing anything")
+    return bool(holder)
+
+
 @flow(name="campaign-lifecycle", flow_run_name="{campaign_id}")
 def campaign_lifecycle(campaign_id: str) -> str:
-    """Carry one registered campaign through the seven steps; returns its final status."""
-    set_campaign_state(campaign_id, status="running", flow_run_id=str(FlowRunContext.get().flow_run.id))
+    """Carry one registered campaign through the seven steps; returns its final status ("held" when another
+    run holds the campaign: one lifecycle run per campaign at a time)."""
+    run_id = str(FlowRunContext.get().flow_run.id)
+    if _held_elsewhere(campaign_id, run_id):
+        return "held"
+    suspended = False
+    try:
+        with lease_renewed(campaign_id, run_id):
+            return _carry_through(campaign_id, run_id)
+    except Pause:
+        suspended = True  # a deployed run waiting suspended keeps its claim, with no process
+        raise
+    finally:
+        if not suspended:
+            with db.session(write=True) as s:
+                claims.release(s, campaign_id, run_id)
+
+
+def _carry_through(campaign_id: str, run_id: str) -> str:
+    set_campaign_state(campaign_id, status="running", flow_run_id=run_id)
     done = set(completed_steps(campaign_id))
     for number, step in enumerate(STEPS, start=1):
         label = f"[{number}/{len(STEPS)}] {step}"
         if step in done:
             say(f"{label}: already completed, skipped")
             continue
+        if _held_elsewhere(campaign_id, run_id):  # recovered elsewhere while this run was away
+            return "held"
         say(f"{label}: started")
         start_step(campaign_id, step)
         notify_now()

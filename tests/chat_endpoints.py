@@ -2,7 +2,8 @@
 
 - `ChatServer`: an HTTP server taking apprise `json://` posts (Slack-, Teams-,
   Mattermost-style webhooks all boil down to an HTTP POST); it can answer 503
-  for a while, or stop listening altogether, to play an outage.
+  for a while, or stop listening altogether, to play an outage, and refuses
+  requests above `max_body` bytes with 413, as chat services do.
 - `MailServer`: an SMTP server (aiosmtpd) for apprise `mailto://`.
 """
 
@@ -27,7 +28,8 @@ class ChatServer:
         self.received: list[dict] = []
         self.paths: list[str] = []
         self.failing_status: int | None = None
-        self.refused = 0  # requests answered with an error while failing
+        self.max_body: int | None = None  # larger requests get 413 Payload Too Large, as real chat services answer
+        self.refused = 0  # requests answered with an error while failing or too large
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -44,6 +46,8 @@ class ChatServer:
                 raw = self.rfile.read(length)
                 with outer._lock:
                     status = outer.failing_status
+                    if status is None and outer.max_body is not None and length > outer.max_body:
+                        status = 413
                     if status is None:
                         outer.received.append(json.loads(raw or b"{}"))
                         outer.paths.append(self.path)
@@ -149,8 +153,10 @@ def notify_spec(notifications: dict | None = None, channels: dict[str, str] | No
     return data
 
 
-def register(data: dict, url: str | None = None):
-    """Store the spec as a campaign (as `campaignflow run` does, without running it); returns its id."""
+def register(data: dict, url: str | None = None, spec_dir: str = ""):
+    """Store the spec as a campaign (as `campaignflow run` does, without running it); returns its id.
+
+    `spec_dir` stands for the folder the spec file was in (relative paths in it, like templates, start there)."""
     import datetime as dt
 
     import yaml
@@ -160,7 +166,7 @@ def register(data: dict, url: str | None = None):
 
     spec = validate_spec_data(data, today=dt.date.min)
     with db.session(url) as s:
-        store.register_campaign(s, spec, yaml.safe_dump(data, sort_keys=False), "")
+        store.register_campaign(s, spec, yaml.safe_dump(data, sort_keys=False), spec_dir)
     return spec.id
 
 

@@ -85,14 +85,22 @@ def future_spec(name: str = "b2b-webinar", **changes) -> dict:
     for goal in data["goals"]:
         goal["deadline"] = str(dt.date.fromisoformat(str(goal["deadline"])) + shift)
     for source in data.get("measurement", {}).get("sources", []):
-        if "path" in source:
-            source["path"] = str(EXAMPLES / source["path"])
+        if "path" in source:  # a CSV path stays inside the spec's folder: relative to ROOT, the tests' folder
+            source["path"] = str((EXAMPLES / source["path"]).relative_to(ROOT))
     data.update(changes)
     return data
 
 
 def write_spec(path: Path, data: dict) -> Path:
+    """Write the spec, with a copy of the example exports its CSV sources name, next to it."""
+    import shutil
+
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    for source in data.get("measurement", {}).get("sources", []):
+        export = ROOT / str(source.get("path", ""))
+        if source.get("path") and export.is_file() and not (path.parent / source["path"]).exists():
+            (path.parent / source["path"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(export, path.parent / source["path"])
     return path
 
 
@@ -181,9 +189,13 @@ def _prefect_server_on_postgres(home: Path):
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
-    """A real headless Chromium (Debian's package) driven by playwright; skipped with the reason when absent."""
+    """A real headless Chromium (Debian's package) driven by playwright; skipped with the reason when absent.
+
+    One per test, not per session: playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open, and Prefect's sync calls in later tests would then hand back unawaited coroutines.
+    """
     reason = None
     if not Path(CHROMIUM).exists():
         reason = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"

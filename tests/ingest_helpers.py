@@ -15,14 +15,16 @@ CREDS = {"google_ads": {"developer_token": DEVELOPER_TOKEN, "access_token": TOKE
 API_PATH = {"google_ads": "/v21", "meta": "/v25.0", "ga4": "/v1beta"}
 
 
-def register(sources: list[dict], campaign_id: str = "acme-spring", url: str | None = None, **changes) -> dict:
+def register(sources: list[dict], campaign_id: str = "acme-spring", url: str | None = None, spec_dir="/",
+             **changes) -> dict:
+    """Register a campaign with these sources, as if its spec file were in `spec_dir` (CSV paths are relative to it)."""
     data = future_spec(id=campaign_id, **changes)
     data["measurement"] = {"sources": sources}
     spec = validate_spec_data(data)
     import yaml
 
     with db.session(url) as s:
-        store.register_campaign(s, spec, yaml.safe_dump(data, sort_keys=False), "/")
+        store.register_campaign(s, spec, yaml.safe_dump(data, sort_keys=False), str(spec_dir))
     return data
 
 

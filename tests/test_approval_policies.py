@@ -93,7 +93,7 @@ def test_budget_routing_by_amount(store_url, amount, approvers, policy):
 
 def test_stages_run_in_order_and_changes_reset_earlier_approvals(store_url):
     cid = register(spec_with({"goals": GOALS_ANY, "budget": {"stages": [
-        {"name": "internal", "approvers": ["maria", "tom"], "policy": "all"},
+        {"name": "internal", "approvers": ["maria", "tom", "sam"], "policy": "quorum", "quorum": 2},
         {"name": "client", "approvers": ["client_marketing", "cmo"], "policy": "any"}]}}))
     internal = next_gate(cid, "budget")
     assert (internal.stage, internal.stage_index, internal.stages_total) == ("internal", 0, 2)
@@ -101,7 +101,7 @@ def test_stages_run_in_order_and_changes_reset_earlier_approvals(store_url):
     decide(internal.id, "tom")
     with pytest.raises(UserError, match="separation of duties"):  # maria (campaign manager) submitted the budget
         decide(internal.id, "maria")
-    assert next_gate(cid, "budget").id == internal.id  # still open: waiting on maria
+    assert next_gate(cid, "budget").id == internal.id  # still open: waiting on a second approval
     cid2 = register(spec_with({"goals": GOALS_ANY, "budget": {"stages": [
         {"name": "internal", "approvers": ["tom"]},
         {"name": "client", "approvers": ["client_marketing", "cmo"]}]}}, id="staged-two"))

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from prefect import get_client
 from sqlmodel import select
 
 from campaignflow import db, models as m
@@ -31,8 +32,6 @@ def wait_until(check, timeout: float, what: str):
 
 
 def run_state(run_id: str) -> str:
-    from prefect import get_client
-
     with get_client(sync_client=True) as client:
         return client.read_flow_run(run_id).state.name
 
@@ -53,8 +52,15 @@ def test_deployed_run_suspends_at_gates_and_resumes(home, tmp_path, prefect_api)
             return gate if gate and gate.flow_run_id and run_state(gate.flow_run_id) == "Suspended" else None
 
         gate = wait_until(suspended_goals_gate, 120, "the run to suspend at the goals gate")
+        with get_client(sync_client=True) as client:
+            suspended = client.read_flow_run(gate.flow_run_id).state
+        assert suspended.state_details.pause_timeout is None  # it waits as long as people take, never expires
+        status = cli("status", "northwind-webinar-2027q1")
+        assert f"deployed run {gate.flow_run_id} holds it" in status.stdout, status.stdout
         approved = cli("approve", str(gate.id), "--as", "priya")
-        assert approved.returncode == 0 and "resumes now" in approved.stdout, approved.stdout + approved.stderr
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        assert (f"the suspended deployed run {gate.flow_run_id} resumes when a worker picks it up"
+                in approved.stdout), approved.stdout
 
         stop = threading.Event()
         approver = threading.Thread(target=contextvars.copy_context().run,
@@ -73,6 +79,7 @@ def test_deployed_run_suspends_at_gates_and_resumes(home, tmp_path, prefect_api)
             gates = s.exec(select(m.ApprovalGate)).all()
             assert len({g.flow_run_id for g in gates if g.flow_run_id}) == 1  # one run, suspended and resumed
             assert sorted({g.kind for g in gates}) == ["budget", "goals", "review"]
+            assert s.get(m.Campaign, "northwind-webinar-2027q1").run_holder is None  # released at the end
     finally:
         os.killpg(served.pid, signal.SIGTERM)
         served.wait(30)

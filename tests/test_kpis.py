@@ -69,8 +69,8 @@ def write_export(path, start: dt.date, n: int, conversions_per_day: int, spend: 
 
 def register_webinar(tmp_path, conversions_per_day: int, n: int = 20) -> tuple[str, dt.date]:
     export = tmp_path / "li.csv"
-    data = register([{"name": "li", "kind": "csv", "path": str(export), "account": "nw-li",
-                      "campaigns": ["NW-Webinar-Q1-Awareness"]}], campaign_id="northwind")
+    data = register([{"name": "li", "kind": "csv", "path": export.name, "account": "nw-li",
+                      "campaigns": ["NW-Webinar-Q1-Awareness"]}], campaign_id="northwind", spec_dir=tmp_path)
     write_export(export, start_of(data), n, conversions_per_day)
     return "northwind", start_of(data)
 
@@ -107,7 +107,7 @@ def test_measurement_on_track_writes_no_event(home, tmp_path):
 
 def test_measurement_with_an_unreadable_source_still_reports(home, tmp_path, monkeypatch):
     monkeypatch.delenv("CAMPAIGNFLOW_META_ACCESS_TOKEN", raising=False)
-    data = register([{"name": "fb", "kind": "meta", "account": "act_42", "base_url": "http://127.0.0.1:9"}])
+    data = register([{"name": "fb", "kind": "meta", "account": "act_42", "base_url": "http://127.0.0.1:9/v25.0"}])
     with db.session() as s:
         step = lifecycle.measurement(s, data["id"])
     assert "not refreshed: fb" in step.summary

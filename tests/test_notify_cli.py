@@ -66,7 +66,8 @@ def test_bad_input_gets_one_clear_sentence(home, chat, monkeypatch, args, expect
 
 
 @pytest.mark.parametrize("content, expected", [
-    ("channels: [oops", "not valid YAML at line 1"),
+    ("channels: [oops", "line 2, column 1: not valid YAML"),
+    ("channels: {}\nchannels: {}\n", "channels: given twice, on line 1 and line 2"),
     ("channels:\n  team-chat: json://127.0.0.1/x\nchanels: {}\n", "chanels is not a known field"),
     ("channels:\n  Team Chat: json://127.0.0.1/x\n", "channels.Team Chat: a channel name is lowercase letters"),
     ("channels:\n  team-chat: 42\n", "channels.team-chat: must be an apprise URL or a list of them"),

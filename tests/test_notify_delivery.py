@@ -262,8 +262,8 @@ def test_a_team_overrides_a_template_and_a_broken_one_falls_back_to_the_default(
         "Please decide: {{ gate.title }}\n{% for p in recipients %}@{{ p.handle }} {% endfor %}see {{ links.run or 'the CLI' }}")
     (folder / "gate.approved.j2").write_text("{{ gate.no_such_field.upper() }}\n")
     registry = registry_for(chat)
-    data = notify_spec({"templates": str(folder)}, channels={"maria": "maria-chat", "priya": "maria-chat"})
-    cid = register(data)
+    data = notify_spec({"templates": "our-templates"}, channels={"maria": "maria-chat", "priya": "maria-chat"})
+    cid = register(data, spec_dir=str(tmp_path))  # the folder is named relative to the spec's own folder
     gate_id = open_gate(cid, "goals", ["priya"])
     service.run_once(registry, reminders=False)
     assert chat.messages()[0]["title"] == "Please decide: Approve goals"
@@ -316,6 +316,16 @@ def test_a_message_whose_template_cannot_render_goes_out_plain_and_holds_up_noth
     assert "template gate.timed_out.j2 does not render" in caplog.text
 
 
+def plan_approved(campaign_id: str) -> None:
+    """The goals and budget gates closed as approved, written directly (no audit, so no messages): work may be done."""
+    from campaignflow import models as m
+
+    with db.session() as s:
+        for kind in ("goals", "budget"):
+            s.add(m.ApprovalGate(key=f"{campaign_id}/{kind}/v1", campaign_id=campaign_id, kind=kind,
+                                 title=f"Approve {kind}", approvers=["priya"], status="approved"))
+
+
 def test_a_finished_deliverable_tells_the_managers_and_whoever_can_start_now(home, chat):
     channels = {h: f"{h}-chat" for h in ("maria", "tom", "lea", "sam", "omar")}
     registry = ChannelRegistry(channels={c: [chat.url(h)] for h, c in channels.items()})
@@ -323,6 +333,7 @@ def test_a_finished_deliverable_tells_the_managers_and_whoever_can_start_now(hom
     invites = next(d for d in data["deliverables"] if d["key"] == "invite-emails")
     invites["depends_on"] = ["messaging-brief", "landing-page"]  # waits on two
     cid = register(data)
+    plan_approved(cid)
     set_deliverable(cid, "messaging-brief", status="approved")
 
     done = cli("done", cid, "messaging-brief", "--as", "sam")

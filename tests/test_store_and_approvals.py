@@ -95,7 +95,7 @@ def test_double_click_records_one_decision_and_a_closed_gate_says_so(store_url):
     assert not again.recorded and again.status == "changes_requested"
     with pytest.raises(UserError, match="already requested changes on gate"):
         decide(gate.id, "priya", "approve")
-    with pytest.raises(UserError, match="is already closed as changes requested; nothing was recorded"):
+    with pytest.raises(UserError, match="is already closed as changes requested by priya at .* UTC; nothing was recorded"):
         decide(gate.id, "felix", "approve")
     with db.session() as s:
         assert len(store.gate_decisions(s, gate.id)) == 1
@@ -104,6 +104,7 @@ def test_double_click_records_one_decision_and_a_closed_gate_says_so(store_url):
 def test_submitter_cannot_approve_own_work(store_url):
     data = future_spec()
     data["deliverables"][0]["reviewers"] = [["sam", "maria"]]  # sam owns the brief
+    data["approvals"]["reviews"] = {"policy": "any"}  # with `all` the spec is refused: sam's approval never comes
     spec, _, _ = register(data)
     with db.session() as s:
         lifecycle.content_drafts(s, spec.id)
@@ -181,10 +182,20 @@ def test_timeline_and_measurement_persist(store_url):
     assert sum(r.campaign_id is None for r in rows) == 28
 
 
+def approve_plan(campaign_id):
+    """Approve the goals gate (priya) and the budget gate (priya and felix), as the lifecycle would ask."""
+    for kind, people in (("goals", ["priya"]), ("budget", ["priya", "felix"])):
+        with db.session() as s:
+            gate = lifecycle.next_plan_gate(s, campaign_id, kind)
+        for person in people:
+            decide(gate.id, person)
+
+
 def test_marking_deliverables_done(store_url):
     spec, _, _ = register()
     with db.session() as s:
         lifecycle.timeline(s, spec.id)
+    approve_plan(spec.id)
     with pytest.raises(UserError, match="sam neither owns media-buying \\(omar does\\) nor manages the campaign"):
         with db.session() as s:
             lifecycle.mark_done(s, spec.id, "media-buying", "sam")
@@ -195,7 +206,10 @@ def test_marking_deliverables_done(store_url):
         with db.session() as s:
             lifecycle.mark_done(s, spec.id, "landing-page", "lea")
     with db.session() as s:
+        for key in ("messaging-brief", "landing-page", "linkedin-ads"):
+            s.exec(select(m.Deliverable).where(m.Deliverable.key == key)).one().status = "done"
+    with db.session() as s:
         assert lifecycle.mark_done(s, spec.id, "media-buying", "tom")[0].status == "done"  # the account manager may
         lifecycle.mark_done(s, spec.id, "media-buying", "omar")  # again: nothing new
         events = s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "deliverable.done")).all()
-    assert [e.actor for e in events] == ["tom"]
+    assert [e.actor for e in events] == ["tom"] and "forced_past" not in events[0].detail

@@ -1,4 +1,4 @@
-"""validate, spec schema, run, status, demo."""
+"""validate, spec schema, run, recover, status, demo."""
 
 from __future__ import annotations
 
@@ -33,20 +33,39 @@ def validate(spec: Path = typer.Argument(..., help="The campaign spec (YAML)."))
 
 
 def _register(spec_path: Path, today: dt.date | None = None, new_id: str | None = None):
+    parsed, text = _parse(spec_path, today, new_id)
+    return _register_once(parsed, text, spec_path.resolve().parent)
+
+
+def _parse(spec_path: Path, today: dt.date | None = None, new_id: str | None = None):
+    """The validated spec and its text (nothing is written)."""
     import yaml
 
-    from campaignflow import db, store
-    from campaignflow.spec import load_spec, validate_spec_data
+    from campaignflow.spec import load_spec, parse_yaml, validate_spec_data
 
     parsed, text = load_spec(spec_path, today=today)
     if new_id:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text, str(spec_path))
         data["id"] = new_id
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         parsed = validate_spec_data(data, str(spec_path), today=today)
-    with db.session() as s:
-        campaign, created = store.register_campaign(s, parsed, text, spec_path.resolve().parent)
-    return campaign, created
+    return parsed, text
+
+
+def _register_once(parsed, text: str, spec_dir: Path):
+    """Register, or find the campaign registered under the same id by a `run` at the same moment."""
+    from sqlalchemy.exc import IntegrityError
+
+    from campaignflow import db, store
+
+    try:
+        with db.session(write=True) as s:
+            return store.register_campaign(s, parsed, text, spec_dir)
+    except IntegrityError:
+        # Another process inserted the same id between our look and our insert (PostgreSQL lets both look):
+        # the second look sees it, and compares the specs as any re-run does.
+        with db.session(write=True) as s:
+            return store.register_campaign(s, parsed, text, spec_dir)
 
 
 def _finish(campaign_id: str, out) -> None:
@@ -66,21 +85,50 @@ def run(
     deployed: bool = typer.Option(False, "--deployed", help="Start it on the served deployment (python -m "
                                   "deployments.lifecycle) and return; its gates wait suspended."),
 ) -> None:
-    """Register a campaign and carry it through its lifecycle; running it again continues where it stopped."""
+    """Register a campaign and carry it through its lifecycle; running it again continues where it stopped.
+
+    One lifecycle run per campaign: while another run holds it, `run` says which and exits with status 1.
+    """
+    from campaignflow.commands.running import require_deployment, require_prefect
+
     out = console()
-    campaign, created = _register(spec)
+    parsed, text = _parse(spec)
+    # A campaign is registered only when a run can start for it.
+    require_deployment(out) if deployed else require_prefect(out)
+    campaign, created = _register_once(parsed, text, spec.resolve().parent)
     out.print(f"Campaign {campaign.id} {'registered' if created else 'continues'} "
               f"(status: {campaign.status}, step: {campaign.current_step}).")
-    if campaign.status in ("completed", "stopped"):
-        out.print(f"Nothing to do: the campaign is {campaign.status}. `campaignflow status {campaign.id}` shows it.")
-        return
-    from campaignflow.commands.running import run_deployed, run_lifecycle
+    _continue(campaign.id, campaign.status, out, deployed)
 
-    if deployed:
-        run_deployed(campaign.id, out)
+
+def _continue(campaign_id: str, status: str, out, deployed: bool) -> None:
+    from campaignflow.commands.running import continue_campaign
+
+    if status in ("completed", "stopped"):
+        out.print(f"Nothing to do: the campaign is {status}. `campaignflow status {campaign_id}` shows it.")
         return
-    run_lifecycle(campaign.id, out)
-    _finish(campaign.id, out)
+    if continue_campaign(campaign_id, out, deployed) is not None:
+        _finish(campaign_id, out)
+
+
+@app.command()
+def recover(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    deployed: bool = typer.Option(False, "--deployed", help="Continue it on the served deployment instead of here."),
+) -> None:
+    """Continue a campaign whose run died (killed, crashed, cancelled, failed), from its first step not completed.
+
+    The orphaned Prefect run is marked crashed. Refused while a live run holds the campaign.
+    """
+    from campaignflow import db
+    from campaignflow.commands.running import require_deployment, require_prefect
+    from campaignflow.store import get_campaign
+
+    out = console()
+    require_deployment(out) if deployed else require_prefect(out)
+    with db.session() as s:
+        status = get_campaign(s, campaign).status
+    _continue(campaign, status, out, deployed)
 
 
 @app.command()
@@ -91,13 +139,18 @@ def status(
     """All campaigns at a glance (step, gates waiting and on whom, overdue work), or one in detail."""
     from campaignflow import db
     from campaignflow import status as st
+    from campaignflow.commands.running import connect_prefect, run_health
 
     with db.session() as s:
         data = st.detail(s, campaign) if campaign else st.overview(s)
+    out = console()
+    connect_prefect(out, autostart=False)
+    health = run_health(campaign)
+    for row in [data] if campaign else data:
+        row["run"] = health[row["campaign"]].as_dict()
     if as_json:
         print_json(data)
         return
-    out = console()
     if campaign:
         _print_detail(data, out)
         return
@@ -112,11 +165,15 @@ def status(
         breaches = "; ".join(b["what"] or b["rule"] for b in row.get("sla_breaches", [])) or "—"
         table.add_row(row["campaign"], row["status"], row["step"], waiting, "; ".join(row["overdue"]) or "—", breaches)
     out.print(table)
+    for row in data:  # where the store and Prefect disagree, and the one command that mends it
+        if row["run"]["state"] in ("orphaned", "none") and row["status"] != "registered":
+            out.print(f"{row['campaign']}: {row['run']['says']}", highlight=False)
 
 
 def _print_detail(info: dict, out) -> None:
     out.print(f"{info['name']} ({info['campaign']}) — {info['status']}, step {info['step']}, "
               f"{info['start']} to {info['end']}")
+    out.print(f"Run: {info['run']['says']}", highlight=False)
     out.print("Steps:")
     for step in info["steps"]:
         out.print(f"  {step['step']:<12} {step['status']:<10} {step['summary']}", highlight=False)
@@ -143,7 +200,7 @@ def demo(
 ) -> None:
     """Run a bundled example campaign from start to finish; scripted approvers answer its gates."""
     from campaignflow.commands.demo_approvers import DemoApprovers
-    from campaignflow.commands.running import connect_prefect, run_lifecycle
+    from campaignflow.commands.running import require_prefect, run_lifecycle
 
     out = console()
     examples = Path(__file__).resolve().parent.parent / "examples"
@@ -159,7 +216,7 @@ def demo(
     campaign, _ = _register(spec_path, today=base.start, new_id=new_id)
     out.print(f"Demo campaign {campaign.id}: {campaign.name}. Scripted approvers answer each gate "
               f"through the same decision path as `campaignflow approve`.")
-    connect_prefect(out)
+    require_prefect(out)
     with DemoApprovers(campaign.id, pause, out):
         result = run_lifecycle(campaign.id, out)
     _finish(campaign.id, out)
@@ -172,13 +229,15 @@ def done(
     campaign: str = typer.Argument(..., help="Campaign id."),
     deliverable: str = typer.Argument(..., help="Deliverable key, e.g. landing-page."),
     person: str = typer.Option(..., "--as", help="Who says so: its owner or a campaign manager."),
+    force: bool = typer.Option(False, "--force", help="Campaign or account manager only: mark it done although "
+                               "the goals or budget are not approved or its dependencies are open (audited)."),
 ) -> None:
     """Mark a deliverable done (published, bought, shipped); reminders about it stop."""
     from campaignflow import db
     from campaignflow.lifecycle import mark_done
 
     with db.session(write=True) as s:
-        row, unblocked = mark_done(s, campaign, deliverable, person)
+        row, unblocked = mark_done(s, campaign, deliverable, person, force=force)
     console().print(f"{row.key} is done.")
     for waiting in unblocked:
         console().print(f"{waiting['key']} ({waiting['owner']}) has everything it waits on and can start now.")

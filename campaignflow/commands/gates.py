@@ -39,7 +39,7 @@ def approvals(
 
 
 def _decide(gate: str, person: str, outcome: str, comment: str) -> None:
-    from campaignflow.commands.running import connect_prefect
+    from campaignflow.commands.running import connect_prefect, what_happens_next
 
     out = console()
     connect_prefect(out, autostart=False)
@@ -47,15 +47,14 @@ def _decide(gate: str, person: str, outcome: str, comment: str) -> None:
 
     result, resumed = decide_and_resume(gate, person, outcome, comment or "", entry_point="cli")
     said = {"approve": "approved", "request_changes": "requested changes on", "reject": "rejected"}[outcome]
-    head = (f"{person} {said} gate #{result.gate_id} ({result.gate_key})" if result.recorded
-            else f"already on record: {person} {said} gate #{result.gate_id}; nothing changed")
+    also = [seat for seat in result.seats if seat != person]
+    head = ((f"{person} {said} gate #{result.gate_id} ({result.gate_key})"
+             + (f", also for {', '.join(also)} (standing in)" if also else "")) if result.recorded
+            else f"already on record: {result.already}; nothing changed")
     if result.status == "open":
         tail = f"the gate stays open, waiting on {', '.join(result.waiting_on)}"
-    elif resumed:
-        tail = f"the gate is {result.status.replace('_', ' ')}; the waiting campaign flow resumes now"
     else:
-        tail = (f"the gate is {result.status.replace('_', ' ')}; the campaign continues when its flow runs "
-                f"(a waiting flow notices within seconds)")
+        tail = what_happens_next(result, resumed)
     out.print(f"{head}: {tail}.", highlight=False)
 
 

@@ -100,8 +100,8 @@ def _print_summary(source: str, summary: dict, out) -> None:  # noqa: ANN001
     for warning in summary.get("warnings", []):
         out.print(f"warning: {warning}", markup=False)
     if summary["unmapped"]:
-        out.print(f"{summary['unmapped_rows']:,} rows belong to no campaign (kept; claim them with `campaigns:` "
-                  f"or `campaign_match:` on the source):")
+        out.print(f"{summary['unmapped_rows']:,} rows belong to no campaign in this run (kept; claim them with "
+                  f"`campaigns:` or `campaign_match:` on the source):")
         for _, pc, name, n in summary["unmapped"]:
             out.print(f"  {pc:<24} {name:<40} {n:>8,} rows", markup=False)
     for g in summary["goals"]:

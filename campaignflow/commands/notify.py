@@ -67,7 +67,7 @@ def channels_test(
     failed = 0
     for i, url in enumerate(urls, start=1):
         where = masked(url)
-        ok, reason = send(url, f"campaignflow: test of channel {name}", message, reg.secrets())
+        ok, reason, _ = send(url, f"campaignflow: test of channel {name}", message, reg.secrets())
         if ok:
             out.print(f"arrived: {name} target {i} of {len(urls)} ({where}) accepted the test message.",
                       highlight=False, markup=False)
@@ -116,6 +116,26 @@ def outbox_list(
         out.print(f"    {r['title']}", highlight=False, markup=False)
         if r["error"]:
             out.print(f"    why: {r['error']}", highlight=False, markup=False)
+
+
+@outbox_app.command("show")
+def outbox_show(message_id: int = typer.Argument(..., help="The message number, as `outbox list` shows it.")) -> None:
+    """One message in full: what a channel with a size limit got shortened is all here."""
+    from campaignflow import db
+    from campaignflow.errors import UserError
+    from campaignflow.models_notify import OutboxMessage
+
+    with db.session() as s:
+        row = s.get(OutboxMessage, message_id)
+        if row is None:
+            raise UserError(f"there is no outbox message {message_id}; `campaignflow outbox list` shows them")
+        out = console()
+        out.print(f"#{row.id} {row.status} {row.kind} to {row.recipient or '?'} via {row.channel or '(no channel)'}",
+                  highlight=False, markup=False)
+        out.print(row.title, highlight=False, markup=False, soft_wrap=True)
+        out.print(row.body, highlight=False, markup=False, soft_wrap=True)
+        if row.last_error:
+            out.print(f"why: {row.last_error}", highlight=False, markup=False)
 
 
 @outbox_app.command("retry")

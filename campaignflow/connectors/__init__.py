@@ -45,6 +45,12 @@ def env_prefix(kind: str) -> str:
     return f"CAMPAIGNFLOW_{kind.upper()}_"
 
 
+def env_credentials(kind: str) -> dict[str, str]:
+    """Credentials from the environment: `CAMPAIGNFLOW_<KIND>_<FIELD>` (field lowercased)."""
+    prefix = env_prefix(kind)
+    return {k[len(prefix):].lower(): v for k, v in os.environ.items() if k.startswith(prefix) and v}
+
+
 def credentials_for(config: SourceConfig) -> dict[str, str]:
     """The source's credentials: from a registered loader (a Prefect block) or `CAMPAIGNFLOW_<KIND>_<FIELD>`."""
     cls = connector_class(config.kind)
@@ -55,8 +61,7 @@ def credentials_for(config: SourceConfig) -> dict[str, str]:
             found = {k: v for k, v in loaded.items() if v}
             break
     if not found:
-        prefix = env_prefix(config.kind)
-        found = {k[len(prefix):].lower(): v for k, v in os.environ.items() if k.startswith(prefix) and v}
+        found = env_credentials(config.kind)
     missing = [alts for alts in cls.required if not any(a in found for a in alts)]
     if missing:
         names = " and ".join(" or ".join(alts) for alts in missing)
@@ -72,4 +77,4 @@ def create(config: SourceConfig, credentials: Mapping[str, str], http: Http) -> 
 
 
 __all__ = ["Connector", "Http", "SourceConfig", "SourceError", "connector_class", "create", "credentials_for",
-           "register", "credential_loaders"]
+           "env_credentials", "register", "credential_loaders"]

@@ -47,7 +47,10 @@ class MalformedResponse(SourceError):
 
 
 class RetriesExhausted(SourceError):
-    """Throttled or failing for longer than this run may wait; the next run continues."""
+    """Throttled or failing for longer than this run may wait: worth trying again later.
+
+    What to run next depends on the run (the cursor's next run, or the same backfill window), so
+    `campaignflow.ingest.with_next_step` says it, not this module."""
 
 
 @dataclass(frozen=True)
@@ -245,11 +248,11 @@ class Http:
         if seconds > left and asked:
             retry_at = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M UTC")
             raise self.fail(RetriesExhausted, f"{why}; the platform asks to wait {duration(seconds)}, more than the "
-                                              f"{duration(left)} left of {self._cap()}; run it again after "
-                                              f"{retry_at} (the next scheduled run continues from the same cursor)")
+                                              f"{duration(left)} left of {self._cap()}; the source can be read "
+                                              f"again after {retry_at}")
         if seconds > left:
             raise self.fail(RetriesExhausted, f"{why}; the next attempt would go past {self._cap()}, so the run "
-                                              "stops here; the next run continues from the same cursor")
+                                              "stops here")
         self.notice(f"{why}; waiting {duration(seconds)}")
         self.stats.waited_seconds += seconds
         self.sleep(seconds)
@@ -267,7 +270,7 @@ class Http:
             left = self.remaining()
             if left <= 0:
                 raise self.fail(RetriesExhausted, f"{what} stopped after {attempt - 1} attempt(s) ({last or 'slow answers'}): "
-                                                  f"{self._cap()} is used up; the next run continues from the same cursor")
+                                                  f"{self._cap()} is used up")
             if self.before_request:
                 self.before_request()
             self.stats.requests += 1
@@ -290,7 +293,7 @@ class Http:
                 if v.action == "error":
                     raise self.fail(SourceError, f"{what} failed ({v.reason})")
                 if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
-                    raise self.fail(RetriesExhausted, f"{what}: {v.reason}; the next run continues from the same cursor")
+                    raise self.fail(RetriesExhausted, f"{what}: {v.reason}")
                 last, wait = v.reason, v.wait
             if attempt == self.max_attempts:
                 break
@@ -301,8 +304,7 @@ class Http:
                 wait = min(self.backoff * 2 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
             self.pause(wait, f"{what}: {last}; retry {attempt + 1} of {self.max_attempts}", asked)
             self.stats.retries += 1
-        raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts ({last}); "
-                                          "the next run continues from the same cursor")
+        raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts ({last})")
 
 
 def _transport_problem(exc: Exception, url: str, timeout: float) -> str:
@@ -454,6 +456,11 @@ class Connector:
         self.config, self.credentials, self.http = config, dict(credentials), http
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         http.add_secrets(*(v for k, v in self.credentials.items() if k not in NOT_SECRET and isinstance(v, str)))
+
+    def unknown_measures(self) -> frozenset[str]:
+        """The measures a row of this source may leave unknown (None, stored as NULL): those it does not report.
+        Every other measure must have a value; `campaignflow.ingest` refuses a row without one."""
+        return frozenset()
 
     def warnings(self) -> list[str]:
         """What the run should say although it succeeded (e.g. actions seen, none counted as conversions)."""

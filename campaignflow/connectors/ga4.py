@@ -39,6 +39,9 @@ class Ga4Connector(Connector):
     required = google.REQUIRED
     page_size = 10_000
 
+    def unknown_measures(self) -> frozenset[str]:
+        return frozenset(MEASURES) - set((self.config.metrics or DEFAULT_METRICS).values())
+
     def pages(self, part: Part) -> Iterator[list[tuple]]:
         since, until = part.since, part.until
         metrics = dict(self.config.metrics or DEFAULT_METRICS)  # GA4 metric -> our measure

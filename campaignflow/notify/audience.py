@@ -10,21 +10,24 @@ person reads, and whether it is quiet hours or a day off where they are.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from campaignflow import links
 from campaignflow import models as m
 from campaignflow.models_notify import NotifySettings
 from campaignflow.notify.channels import ChannelRegistry
+from campaignflow.notify.templates import template_folder
 from campaignflow.spec import CampaignSpec, Notifications
 from campaignflow.timeline import is_business_day
 
 UTC = dt.timezone.utc
+log = logging.getLogger("campaignflow.notify")
 
 
 def resolve(spec: CampaignSpec, spec_dir: str = "") -> dict[str, Any]:
@@ -47,10 +50,7 @@ def resolve(spec: CampaignSpec, spec_dir: str = "") -> dict[str, Any]:
             team_of.setdefault(handle, team.name)
     client = spec.expand(n.sla.client) if n.sla.client else [
         p.handle for p in spec.people if any(r.startswith("client_") for r in p.roles)]
-    templates = None
-    if n.templates:
-        folder = Path(n.templates).expanduser()
-        templates = str(folder if folder.is_absolute() else Path(spec_dir or ".") / folder)
+    templates = template_folder(n.templates, spec_dir) if n.templates else None
     return {
         "enabled": n.enabled,
         "opted_in": opted_in,
@@ -96,19 +96,15 @@ def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str,
                     existing.add(cid)
     if not stale:
         return out
-    import yaml
+    from campaignflow.spec import parse_yaml
 
-    from campaignflow.spec import validate_spec_data
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ten times faster on many specs
     rows = []
     for chunk in _chunks(stale, 900):
         rows += s.execute(select(m.Campaign.id, m.Campaign.spec_text, m.Campaign.spec_dir, m.Campaign.spec_hash)
                           .where(m.Campaign.id.in_(chunk))).all()
     fresh, changed = [], []
     for cid, text, spec_dir, digest in rows:
-        # A stored spec was valid when registered; dates are not re-checked against today.
-        data = resolve(validate_spec_data(yaml.load(text, Loader=loader), f"campaign {cid}", today=dt.date.min), spec_dir)
+        data = resolve(_stored_spec(parse_yaml(text, f"campaign {cid}"), cid), spec_dir)
         out[cid] = data
         values = {"campaign_id": cid, "spec_hash": digest, "settings": data, "enabled": data["enabled"],
                   "lead_days": data["reminders"]["due_soon_days"],
@@ -123,6 +119,23 @@ def settings_for(s: Session, campaign_ids: Iterable[str]) -> dict[str, dict[str,
     return out
 
 
+def _stored_spec(data: dict[str, Any], cid: str) -> CampaignSpec:
+    """A stored spec was valid when registered: dates are not re-checked against today, and one registered
+    before template folders had to stay in the spec's folder keeps its notifications, with default templates."""
+    from campaignflow.errors import SpecInvalid
+    from campaignflow.spec import validate_spec_data
+
+    try:
+        return validate_spec_data(data, f"campaign {cid}", today=dt.date.min)
+    except SpecInvalid as exc:
+        if not any(p.startswith("notifications.templates:") for p in exc.problems):
+            raise
+        log.warning("campaign %s: %s; its messages use the default templates", cid,
+                    next(p for p in exc.problems if p.startswith("notifications.templates:")))
+        notifications = {k: v for k, v in data["notifications"].items() if k != "templates"}
+        return validate_spec_data({**data, "notifications": notifications}, f"campaign {cid}", today=dt.date.min)
+
+
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -135,6 +148,7 @@ class Audience:
         self.campaign_id = campaign_id
         self.settings = settings
         self.registry = registry
+        self._readers: dict[str, set[str]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -188,6 +202,42 @@ class Audience:
                 if maps.get(role):
                     return maps[role]
         return self.settings.get("default_channel") or reg.default
+
+    def own_channel(self, handle: str) -> str | None:
+        """The channel that belongs to this one person, if any: their own (the spec's `channel:` or the
+        channels block's `people:`), read by nobody else here, and no team's, role's, client's or default channel."""
+        person = self.settings["people"].get(handle)
+        channel = person and (person.get("channel") or self.registry.people.get(handle))
+        return channel if channel and self.readers().get(channel) == {handle} else None
+
+    def readers(self) -> dict[str, set[str]]:
+        """Who reads each channel (computed once): the campaign's people, whoever the channels block maps
+        to it, and "*" for a channel meant for a group."""
+        if self._readers is None:
+            s, reg = self.settings, self.registry
+            readers: dict[str, set[str]] = {}
+            for handle in s["people"]:
+                readers.setdefault(self.channel_for(handle) or "", set()).add(handle)
+            for handle, channel in reg.people.items():
+                readers.setdefault(channel, set()).add(handle)
+            shared = ({t.get("channel") for t in s["teams"].values()} | set(reg.teams.values()) | set(s["roles"].values())
+                      | set(reg.roles.values()) | {s.get("default_channel"), s.get("client_channel"), reg.default})
+            for channel in shared - {None}:
+                readers.setdefault(channel, set()).add("*")
+            self._readers = readers
+        return self._readers
+
+    def decision_links(self, gate_id: int, channel: str, people: list[str]) -> dict[str, dict[str, str]]:
+        """The one home of the link privacy rule: a signed decision link decides as its person, so a message
+        carries one only to a channel that belongs to that one person. Anywhere else: no links at all."""
+        out: dict[str, dict[str, str]] = {"approve": {}, "changes": {}}
+        for handle in people:
+            if channel and self.own_channel(handle) == channel:
+                for key, decision in (("approve", "approve"), ("changes", "request_changes")):
+                    url = links.approval_link(gate_id, handle, decision)
+                    if url:
+                        out[key][handle] = url
+        return out
 
     def calendar(self, handle: str | None) -> dict[str, Any]:
         person = self.settings["people"].get(handle or "", {})

@@ -114,14 +114,9 @@ def load_local(base: ChannelRegistry | None = None) -> ChannelRegistry:
     registry = base or ChannelRegistry()
     path = channels_file()
     if path.is_file():
-        import yaml
+        from campaignflow.yamlload import load_yaml, read_text
 
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "somewhere"
-            raise UserError(f"{path}: not valid YAML at {where}; fix the file or remove it") from None
+        data = load_yaml(read_text(path), str(path))  # refusals name the line
         registry = registry.merged(registry_from_data(data, str(path)))
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX) and v.strip()}
     if env:

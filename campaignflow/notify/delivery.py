@@ -4,18 +4,24 @@ The one window where a message can repeat is a crash after apprise handed
 the message over and before its row was marked (milliseconds, one row): the
 lease then runs out and the row is sent again. Everything else (a crash
 before sending, an endpoint that is down for hours) only delays messages.
+
+A message is cut to what its service takes before it is sent (`fit`), and a
+service that refuses a message for good (an HTTP 4xx other than 408 and 429)
+makes it dead at once: retrying the same bytes cannot help, and a message in
+backoff would hold every later message on its channel behind it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from campaignflow import db
+from campaignflow import db, links
 from campaignflow.notify import outbox
 from campaignflow.notify.channels import ChannelRegistry, redact
 
@@ -57,8 +63,54 @@ def _ensure_capture() -> None:
             logger.addHandler(_capture)
 
 
-def send(url: str, title: str, body: str, secrets: list[str]) -> tuple[bool, str]:
-    """Hand one message to apprise for one URL; (delivered, reason when not). The reason never holds a secret."""
+# Apprise reports a refused HTTP request only in its log, by the convention "…error=<status>." that its
+# HTTP plugins share; that status is how delivery tells a refused message from an unreachable service.
+_HTTP_STATUS = re.compile(r"\berror=(\d{3})\b")
+_RETRYABLE_4XX = (408, 429)  # request timeout, rate limited: the same message may well go through later
+_URL = re.compile(r"https?://[^\s<>()\[\]]+")
+
+
+def refused_for_good(reasons: list[str]) -> int | None:
+    """The HTTP status when the service refused the message itself (4xx but 408 and 429), else None."""
+    statuses = [int(found) for line in reasons for found in _HTTP_STATUS.findall(line)]
+    status = statuses[-1] if statuses else None
+    return status if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX else None
+
+
+def fit(plugin, title: str, body: str, whole_text: str = "") -> tuple[str, str]:
+    """Title and body cut to the limits apprise declares for this URL's service (`title_maxlen`, `body_maxlen`).
+
+    A cut body says so, says where the whole text is (`whole_text`), and keeps the message's own links (the
+    Prefect run, the decision pages) that fell in the cut part: nobody loses the way to act on it."""
+    title_max = plugin.title_maxlen
+    if title_max > 0 and len(title) > title_max:
+        title = title[:title_max - 1].rstrip() + "…"
+    budget = plugin.body_maxlen
+    if budget <= 0:
+        return title, body
+    if title and (title_max <= 0 or plugin.overflow_amalgamate_title):
+        budget -= len(title) + 2  # the service shows the title inside the body
+    if len(body) <= budget:
+        return title, body
+    note = f"\n… (shortened to fit this channel{'; the whole message: ' + whole_text if whole_text else ''})"
+    ours = [u for u in dict.fromkeys(_URL.findall(body)) if _is_ours(u)]
+    worst = note + "".join("\n" + u for u in ours)
+    if len(worst) > budget // 2:
+        ours, worst = [], note  # a tiny limit: the text matters more than the links
+    head = body[:max(budget - len(worst), 0)].rstrip()
+    tail = note + "".join("\n" + u for u in ours if u not in head)
+    return title, (head + tail)[:budget]
+
+
+def _is_ours(url: str) -> bool:
+    bases = [b for b in (links.prefect_ui_url(), links.web_url()) if b]
+    return any(url.startswith(base + "/") for base in bases)
+
+
+def send(url: str, title: str, body: str, secrets: list[str], whole_text: str = "") -> tuple[bool, str, bool]:
+    """Hand one message to apprise for one URL: (delivered, reason when not, refused for good).
+
+    The reason never holds a secret. `whole_text` says where to read a message that had to be shortened."""
     import apprise
 
     _ensure_capture()
@@ -67,13 +119,19 @@ def send(url: str, title: str, body: str, secrets: list[str]) -> tuple[bool, str
     try:
         plugin = apprise.Apprise.instantiate(url)
         if plugin is None:
-            return False, "apprise does not understand this channel URL (check its scheme and format)"
-        ok = plugin.notify(body=body or title, title=title)
-        lines = _capture.lines.get(me) or []
-        reason = "; ".join(dict.fromkeys(lines)) or "the endpoint did not accept the message"
-        return bool(ok), "" if ok else redact(reason, secrets)
+            return False, "apprise does not understand this channel URL (check its scheme and format)", True
+        title, body = fit(plugin, title, body or title, whole_text)
+        ok = plugin.notify(body=body, title=title)
+        if ok:
+            return True, "", False
+        lines = list(dict.fromkeys(_capture.lines.get(me) or []))
+        reason = "; ".join(lines) or "the endpoint did not accept the message"
+        status = refused_for_good(lines)
+        if status is not None:
+            reason = f"the service refused this message (HTTP {status}), so it is not retried: {reason}"
+        return False, redact(reason, secrets), status is not None
     except Exception as exc:  # noqa: BLE001  a plugin bug must not take the other messages down
-        return False, redact(f"{exc.__class__.__name__}: {exc}", secrets)
+        return False, redact(f"{exc.__class__.__name__}: {exc}", secrets), False
     finally:
         _capture.lines.pop(me, None)
 
@@ -147,7 +205,8 @@ def deliver_due(registry: ChannelRegistry, *, limit: int = 500, workers: int = 4
 
 
 def _attempt(row, registry: ChannelRegistry, secrets: list[str]) -> tuple[bool, str, bool]:
-    """(sent, reason, final): final when no retry can help until someone changes the configuration."""
+    """(sent, reason, final): final when no retry can help (the configuration must change first, or the
+    service refused this message itself)."""
     urls = registry.channels.get(row.channel)
     if not row.channel:
         return False, (f"{row.recipient or 'the recipient'} has no channel: set `channel` for them in the spec, "
@@ -157,5 +216,4 @@ def _attempt(row, registry: ChannelRegistry, secrets: list[str]) -> tuple[bool, 
                        "or the environment, then `campaignflow outbox retry`"), True
     if row.target >= len(urls):
         return False, f"channel {row.channel!r} has no URL number {row.target + 1} any more", True
-    ok, reason = send(urls[row.target], row.title, row.body, secrets)
-    return ok, reason, False
+    return send(urls[row.target], row.title, row.body, secrets, whole_text=f"campaignflow outbox show {row.id}")

@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import String, or_, select, text, type_coerce
 from sqlmodel import Session
 
-from campaignflow import links
 from campaignflow import models as m
 from campaignflow.approvals import active_delegations
 from campaignflow.models_notify import REMINDER_TABLES, DeliverableReminder, GateReminder, NotifySettings
@@ -494,7 +493,7 @@ def _view(entry: Entry, described: dict[tuple[str, int], tuple[str, str]]) -> di
     _, due, kind, item_id, handle, c, channel, state, count, escalated, base = entry
     names = [c.aud.name_of(h) for h in base or (handle,)]
     if kind == "gate":
-        link = links.approval_link(item_id, handle, "approve")
+        link = c.aud.decision_links(item_id, channel, [handle])["approve"].get(handle)
         action = (f"please chase {', '.join(names)}" if escalated else
                   f"decide: {link}" if link else f"decide: campaignflow approve {item_id} --as {handle}")
     else:

@@ -157,15 +157,12 @@ def address(aud: Audience, notice: Notice, now: dt.datetime) -> list[tuple[str, 
     return out
 
 
-def gate_context(gate: m.ApprovalGate | None, people: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+def gate_context(gate: m.ApprovalGate | None) -> dict[str, Any]:
     if gate is None:
-        return {}, {"approve": {}, "changes": {}}
-    info = {"id": gate.id, "key": gate.key, "title": gate.title, "kind": gate.kind, "policy": gate.policy,
+        return {}
+    return {"id": gate.id, "key": gate.key, "title": gate.title, "kind": gate.kind, "policy": gate.policy,
             "approvers": list(gate.approvers), "subject": gate.subject,
             "due_at": gate.due_at.strftime("%Y-%m-%d %H:%M UTC") if gate.due_at else None}
-    approve = {p: u for p in people if (u := links.approval_link(gate.id, p, "approve"))}
-    changes = {p: u for p in people if (u := links.approval_link(gate.id, p, "request_changes"))}
-    return info, {"approve": approve, "changes": changes}
 
 
 def fan_out(s: Session, registry: ChannelRegistry, limit: int = 5000, now: dt.datetime | None = None) -> int:
@@ -207,7 +204,7 @@ def fan_out(s: Session, registry: ChannelRegistry, limit: int = 5000, now: dt.da
 
 
 def _message(ev, aud: Audience, notice: Notice, channel: str, people: list[str], hold, gate, decisions, campaigns) -> Message:
-    gate_info, approval_links = gate_context(gate, people)
+    approval_links = aud.decision_links(gate.id, channel, people) if gate else {"approve": {}, "changes": {}}
     gate_decisions = decisions.get(gate.id, []) if gate else []
     s = aud.settings
     context = {
@@ -216,7 +213,7 @@ def _message(ev, aud: Audience, notice: Notice, channel: str, people: list[str],
         "links": {"run": links.run_link((gate.flow_run_id if gate else None) or campaigns.get(ev.campaign_id)),
                   **approval_links},
         "subject": ev.subject, "detail": ev.detail, "actor": ev.actor, "at": ev.at,
-        "gate": gate_info, "step": ev.subject, "summary": "", "note": "", "error": "",
+        "gate": gate_context(gate), "step": ev.subject, "summary": "", "note": "", "error": "",
         "comments": [{"person": d.person, "comment": d.comment} for d in gate_decisions if d.comment],
         "decided_by": [d.person for d in gate_decisions if d.outcome == "approve"],
         **notice.context,

@@ -4,15 +4,23 @@ A team overrides any of them by putting a file of the same name
 (`gate.waiting.j2`, `digest.j2`, ...) in the folder that its spec names in
 `notifications.templates`. A broken override never loses a message: the
 default template renders it and the problem is reported once per render.
+
+Whoever can edit a spec's folder writes templates, and the sweep renders
+them as the user running the flows: they render in Jinja2's immutable
+sandbox (no attribute tricks to reach Python, no changing the context), and
+only from files inside the spec's own folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2 import ChoiceLoader, DictLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 log = logging.getLogger("campaignflow.notify")
 
@@ -30,7 +38,8 @@ DEFAULTS: dict[str, str] = {
     "gate.waiting.j2": "[{{ campaign.name }}] waiting for your approval: {{ gate.title }}\n"
                        "Gate #{{ gate.id }} is waiting on " + _WAITING + " (policy: {{ gate.policy }})."
                        "{% if gate.due_at %} Due {{ gate.due_at }}.{% endif %}\n"
-                       "Decide: campaignflow approve {{ gate.id }} --as HANDLE" + _LINKS,
+                       "Decide: campaignflow approve {{ gate.id }} --as HANDLE{% if not links.approve %} "
+                       "(one-click decision links go only to each approver's own channel){% endif %}" + _LINKS,
     "gate.approved.j2": "[{{ campaign.name }}] approved: {{ gate.title }}\nGate #{{ gate.id }} is approved"
                         "{% if decided_by %} by {{ decided_by | join(', ') }}{% endif %}." + _LINKS,
     "gate.changes_requested.j2": "[{{ campaign.name }}] changes requested: {{ gate.title }}\n"
@@ -69,11 +78,35 @@ DEFAULTS: dict[str, str] = {
 }
 
 
+def template_folder(name: str, spec_dir: str) -> str | None:
+    """The override folder `name` (from the spec) inside the spec's folder; None when it leads out of it.
+
+    The spec check refuses absolute paths and '..'; this also catches a folder that is a symlink elsewhere."""
+    base = Path(spec_dir or ".").resolve()
+    folder = (base / name).resolve()
+    if folder != base and base not in folder.parents:
+        log.warning("notifications.templates %r leads out of the spec's folder %s; the default templates are used",
+                    name, base)
+        return None
+    return str(folder)
+
+
+class _FolderLoader(FileSystemLoader):
+    """Override files from the team's folder only: a file there that is a symlink to elsewhere is refused."""
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        root = os.path.realpath(self.searchpath[0])
+        if os.path.commonpath([root, os.path.realpath(filename)]) != root:
+            raise TemplateError(f"{template} leads out of the templates folder")
+        return source, filename, uptodate
+
+
 @lru_cache(maxsize=64)
-def _environment(folder: str | None) -> Environment:
-    loaders = ([FileSystemLoader(folder)] if folder else []) + [DictLoader(DEFAULTS)]
-    return Environment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False,
-                       keep_trailing_newline=False, trim_blocks=False)
+def _environment(folder: str | None) -> ImmutableSandboxedEnvironment:
+    loaders = ([_FolderLoader(folder)] if folder else []) + [DictLoader(DEFAULTS)]
+    return ImmutableSandboxedEnvironment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False,
+                                         keep_trailing_newline=False, trim_blocks=False)
 
 
 def render(name: str, context: dict[str, Any], folder: str | None = None) -> tuple[str, str]:

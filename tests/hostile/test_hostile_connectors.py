@@ -376,7 +376,7 @@ def test_meta_throttle_longer_than_the_cap_fails_now_saying_when_to_retry(home, 
         run("meta", "meta", start, since=start, sleeps=sleeps)
     assert sleeps == [] and len([r for r in server.requests if r["platform"] == "meta"]) == 1
     message = str(err.value)
-    assert "code 80004" in message and "asks to wait 30 min" in message and "run it again after" in message
+    assert "code 80004" in message and "asks to wait 30 min" in message and "can be read again after" in message
     assert "cap of 10 min" in message
 
 
