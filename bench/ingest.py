@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from campaignflow import connectors, db, ingest  # noqa: E402
-from campaignflow.connectors.base import Connector, MappingRule, Part, SourceConfig  # noqa: E402
+from campaignflow.connectors.base import Connector, Http, MappingRule, Part, SourceConfig  # noqa: E402
 from campaignflow.metrics import COLUMNS, NATURAL_KEY  # noqa: E402
 
 ADS = 4_000  # 4,000 ads in 400 ad groups in 40 campaigns; 250 days of them make 1,000,000 rows
@@ -68,7 +68,7 @@ class SyntheticConnector(Connector):
 
 def rows_for_raw(since: dt.date, days: int, mapping: dict[str, str | None]):
     """The same rows as the connector, in the store's column order, for the raw baseline."""
-    c = SyntheticConnector(SourceConfig("bench", "bench"), {}, None)  # type: ignore[arg-type]
+    c = SyntheticConnector(SourceConfig("bench", "bench"), {}, Http("bench", "bench"))
     part = Part(since, since + dt.timedelta(days=days - 1))
     for page in c.pages(part):
         yield [(d, "bench", acc, pc, g, a, name, mapping[pc], imp, cl, sp, cv, val, cur)
@@ -91,8 +91,8 @@ def raw_sqlite(path: Path, n_days: int, mapping) -> float:  # noqa: ANN001
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("""CREATE TABLE metricdaily (id INTEGER PRIMARY KEY, date DATE NOT NULL, source VARCHAR NOT NULL,
         account VARCHAR NOT NULL, platform_campaign VARCHAR NOT NULL, ad_group VARCHAR NOT NULL, ad VARCHAR NOT NULL,
-        platform_campaign_name VARCHAR NOT NULL, campaign_id VARCHAR, impressions INTEGER NOT NULL,
-        clicks INTEGER NOT NULL, spend FLOAT NOT NULL, conversions FLOAT NOT NULL, conversion_value FLOAT NOT NULL,
+        platform_campaign_name VARCHAR NOT NULL, campaign_id VARCHAR, impressions INTEGER,
+        clicks INTEGER, spend FLOAT, conversions FLOAT, conversion_value FLOAT,
         currency VARCHAR NOT NULL, CONSTRAINT uq UNIQUE (date, source, account, platform_campaign, ad_group, ad))""")
     conn.execute("CREATE INDEX ix_campaign_date ON metricdaily (campaign_id, date)")
     sql = f"INSERT INTO metricdaily ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -112,8 +112,8 @@ def raw_postgres(url: str, n_days: int, mapping) -> float:  # noqa: ANN001
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         conn.execute("""CREATE TABLE raw_metricdaily (id SERIAL PRIMARY KEY, date DATE NOT NULL, source VARCHAR NOT NULL,
             account VARCHAR NOT NULL, platform_campaign VARCHAR NOT NULL, ad_group VARCHAR NOT NULL, ad VARCHAR NOT NULL,
-            platform_campaign_name VARCHAR NOT NULL, campaign_id VARCHAR, impressions INTEGER NOT NULL,
-            clicks INTEGER NOT NULL, spend FLOAT NOT NULL, conversions FLOAT NOT NULL, conversion_value FLOAT NOT NULL,
+            platform_campaign_name VARCHAR NOT NULL, campaign_id VARCHAR, impressions INTEGER,
+            clicks INTEGER, spend FLOAT, conversions FLOAT, conversion_value FLOAT,
             currency VARCHAR NOT NULL, UNIQUE (date, source, account, platform_campaign, ad_group, ad))""")
         conn.execute("CREATE INDEX ix_raw_campaign_date ON raw_metricdaily (campaign_id, date)")
         conn.commit()

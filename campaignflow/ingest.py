@@ -22,7 +22,6 @@ import fnmatch
 import math
 import os
 import pickle
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from sqlmodel import Session, select
 from campaignflow import connectors, metrics
 from campaignflow import models as m
 from campaignflow.connectors.base import (ROW_FIELDS, Http, MalformedResponse, MappingRule, RetriesExhausted,
-                                          SourceConfig, SourceError)
+                                          SourceConfig, SourceError, redact)
 from campaignflow.errors import UserError
 from campaignflow.models_ingest import IngestCursor, IngestionRun
 
@@ -54,7 +53,7 @@ WHOLE = ("impressions", "clicks")
 FIRST_MEASURE = ROW_FIELDS.index("impressions")
 # Settings of a source that every campaign naming it must declare alike: one source is read once, one way.
 SHARED_SETTINGS = ("kind", "account", "path", "base_url", "credentials", "conversion_actions", "columns",
-                   "lookback_days", "schedule")
+                   "metrics", "lookback_days", "schedule")
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,7 @@ class ProgressEvent:
     total: int
     rows: int
     part: str
+    note: str = ""  # a retry or a wait, said as it happens (the bar alone would look frozen)
 
 
 @dataclass
@@ -95,12 +95,14 @@ class RunResult:
     cursor: dt.date | None
     run_id: int | None
     unmapped: list[tuple[str, str, str, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.source}: {self.rows_written:,} rows written for {self.since or 'all days'}"
                 f"{'' if self.since is None else f' to {self.until}'}"
                 + (f", {self.unmapped_rows:,} unmapped" if self.unmapped_rows else "")
-                + (f" ({self.retries} retried request(s))" if self.retries else ""))
+                + (f" ({self.retries} retried request(s))" if self.retries else "")
+                + "".join(f"; warning: {w}" for w in self.warnings))
 
 
 # -- which source ------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ def source_config(s: Session, name: str) -> SourceConfig:
         name=name, kind=first.kind, account=first.account, path=first.path,
         base_dir=Path(first_campaign.spec_dir or "."), columns=dict(first.columns),
         lookback_days=first.lookback_days, credentials=first.credentials, base_url=first.base_url,
-        conversion_actions=list(first.conversion_actions), currency=first_spec.currency,
+        conversion_actions=list(first.conversion_actions), metrics=dict(first.metrics), currency=first_spec.currency,
         first_day=min(spec.start for _, spec, _ in found), schedule=first.schedule,
         rules=[_mapping_rule(c.id, src) for c, _, src in found], campaigns=[c.id for c, _, _ in found])
 
@@ -308,15 +310,10 @@ class Spool:
 
 # -- the one check every row of every source passes before it is stored ---------------------------
 
-def unknown_allowed() -> frozenset[str]:
-    """The measures the store can hold as unknown (NULL); a measure whose column cannot must have a value."""
-    table = m.MetricDaily.__table__
-    return frozenset(name for name in MEASURES if table.c[name].nullable)
-
-
 def row_problem(row: tuple, dates: tuple[str, str] | None, may_be_unknown: frozenset[str]) -> str | None:
     """What is wrong with one row (ROW_FIELDS order, dates as ISO text), or None: a date within `dates`, a
-    platform campaign, and each measure a finite number from 0 to its MAX_VALUE (whole for counts)."""
+    platform campaign, and each measure a finite number from 0 to its MAX_VALUE (whole for counts), or None
+    (unknown, stored as NULL) for a measure in `may_be_unknown`, the ones this source does not always report."""
     date = row[0]
     try:  # the common case in one expression (a NaN, None or text fails it and gets the detailed look below)
         imp, clicks, spend, conv, value = row[FIRST_MEASURE:FIRST_MEASURE + len(MEASURES)]
@@ -364,6 +361,7 @@ class Fetched:
     unmapped_rows: int
     distinct_rows: int = 0  # rows stored: a key the platform sent twice is stored once (the later copy)
     unmapped: list[tuple[str, str, str, int]] = field(default_factory=list)  # this run's, per platform campaign
+    warnings: list[str] = field(default_factory=list)
 
 
 def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Progress | None = None,
@@ -378,7 +376,7 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
     mapper = Mapper(config.rules)
     name = config.name
     dates = (plan_.dates[0].isoformat(), plan_.dates[1].isoformat()) if plan_.dates else None
-    may_be_unknown = unknown_allowed()
+    may_be_unknown = connector.unknown_measures()
     spool = Spool()
     parts = connector.parts(plan_.since, plan_.until)
     total = sum(p.weight for p in parts)
@@ -386,8 +384,12 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
     keys: set[int] = set()  # hashes of the natural keys seen, to count the rows stored (memory: ~60 MB per million)
     unmapped: dict[str, list] = {}  # platform campaign -> [its name, rows]
     buffer: list[tuple] = []
+    current = ""
+    if progress:
+        http.on_notice = lambda note: progress(ProgressEvent(done, total, spool.rows + len(buffer), current, note))
     try:
         for part in parts:
+            current = str(part)
             for page in connector.pages(part):
                 for i, row in enumerate(page):
                     problem = row_problem(row, dates, may_be_unknown)
@@ -413,7 +415,7 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
         spool.close()
         raise
     return Fetched(spool, http.stats.requests, http.stats.retries, sum(n for _, n in unmapped.values()), len(keys),
-                   [(name, pc, pc_name, n) for pc, (pc_name, n) in sorted(unmapped.items())])
+                   [(name, pc, pc_name, n) for pc, (pc_name, n) in sorted(unmapped.items())], connector.warnings())
 
 
 # -- merge --------------------------------------------------------------------------------------
@@ -429,7 +431,8 @@ def merge(s: Session, plan_: Plan, fetched: Fetched, started: dt.datetime | None
     run = IngestionRun(source=config.name, account=config.account, kind=config.kind, trigger=plan_.trigger,
                        status="succeeded", since=plan_.since, until=plan_.until, requests=fetched.requests,
                        retries=fetched.retries, rows_fetched=fetched.spool.rows, rows_written=written,
-                       unmapped_rows=fetched.unmapped_rows, started_at=started or m.utcnow(), finished_at=m.utcnow())
+                       unmapped_rows=fetched.unmapped_rows, warnings="\n".join(fetched.warnings),
+                       started_at=started or m.utcnow(), finished_at=m.utcnow())
     s.add(run)
     s.flush()
     cursor = s.get(IngestCursor, (config.name, config.account))
@@ -442,27 +445,30 @@ def merge(s: Session, plan_: Plan, fetched: Fetched, started: dt.datetime | None
     s.add(cursor)
     return RunResult(config.name, config.account, config.kind, plan_.since, plan_.until, fetched.spool.rows, written,
                      fetched.unmapped_rows, fetched.requests, fetched.retries, cursor.last_date, run.id,
-                     fetched.unmapped)
+                     fetched.unmapped, fetched.warnings)
 
 
 def with_next_step(error: SourceError, plan_: Plan) -> SourceError:
-    """The error saying what happens next for this run: a backfill (--since/--until) is not continued by the
-    next scheduled run (which reads from the cursor), so it is retried by running the same window again."""
-    if not (plan_.backfill and isinstance(error, RetriesExhausted)):
+    """`error` with what to run next, when trying again later may help (retries or the time cap ran out): a
+    run from the cursor is continued by the next run, while a backfill (--since/--until) is not (the next run
+    reads from the cursor), so the same window has to be run again."""
+    if not isinstance(error, RetriesExhausted):
         return error
-    what = re.sub(r";? ?the next run continues[^.;]*", "", error.what)
-    window = " ".join(f"--{o} {d}" for o, d in (("since", plan_.since), ("until", plan_.until)) if d)
-    return type(error)(error.source, error.account,
-                       f"{what}; this backfill is not continued by the next run: run `campaignflow ingest "
-                       f"{plan_.config.name} {window}` again later")
+    if plan_.backfill:
+        window = " ".join(f"--{o} {d}" for o, d in (("since", plan_.since), ("until", plan_.until)) if d)
+        step = (f"this backfill is not continued by the next run: run `campaignflow ingest {plan_.config.name} "
+                f"{window}` again later")
+    else:
+        step = "the next run continues from the same cursor"
+    return type(error)(error.source, error.account, f"{error.what}; {step}")
 
 
 def record_failure(s: Session, plan_: Plan, error: BaseException, started: dt.datetime | None = None,
-                   requests: int = 0, retries: int = 0) -> None:
+                   requests: int = 0, retries: int = 0, secrets: frozenset[str] | set[str] = frozenset()) -> None:
     config = plan_.config
     s.add(IngestionRun(source=config.name, account=config.account, kind=config.kind, trigger=plan_.trigger,
                        status="failed", since=plan_.since, until=plan_.until, requests=requests, retries=retries,
-                       error=str(error)[:2000], started_at=started or m.utcnow(), finished_at=m.utcnow()))
+                       error=redact(str(error), secrets)[:2000], started_at=started or m.utcnow(), finished_at=m.utcnow()))
 
 
 # -- the whole run ------------------------------------------------------------------------------
@@ -483,7 +489,7 @@ def run_source(source: str | SourceConfig, since: dt.date | None = None, until: 
     except SourceError as exc:
         exc = with_next_step(exc, the_plan)
         with db.session(url) as s:
-            record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries)
+            record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries, http.secrets)
         raise exc from None
     if progress:
         progress(ProgressEvent(1, 1, fetched.spool.rows, "writing to the store"))
@@ -502,7 +508,7 @@ def run_in_session(s: Session, config: SourceConfig, *, trigger: str = "lifecycl
         fetched = fetch(the_plan, credentials, None, http)
     except SourceError as exc:
         exc = with_next_step(exc, the_plan)
-        record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries)
+        record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries, http.secrets)
         raise exc from None
     with s.begin_nested():
         return merge(s, the_plan, fetched, started)

@@ -1,7 +1,9 @@
 """KPI math over daily metric rows (pandas), pacing, and where each goal stands.
 
 Every ratio KPI is computed from summed totals (never averaged across days),
-so a day with few clicks weighs what it should. A goal is judged against the
+so a day with few clicks weighs what it should. A measure no source reports
+(NULL in the store, NaN here) stays unknown: it is never summed as 0, and
+the ratios built on it are unknown too. A goal is judged against the
 straight line from its baseline at the campaign start to its target at its
 deadline; spend against the media budget spread evenly over the campaign.
 """
@@ -47,7 +49,7 @@ def daily(rows: "pd.DataFrame") -> "pd.DataFrame":
 
     if rows.empty:
         return pd.DataFrame(columns=["date", *KPI_NAMES])
-    per_day = rows.groupby("date", as_index=False)[list(TOTALS)].sum().sort_values("date")
+    per_day = rows.groupby("date", as_index=False)[list(TOTALS)].sum(min_count=1).sort_values("date")
     return with_ratios(per_day).reset_index(drop=True)
 
 
@@ -58,15 +60,21 @@ def cumulative(rows: "pd.DataFrame") -> "pd.DataFrame":
         return per_day
     running = per_day[["date"]].copy()
     for c in TOTALS:
-        running[c] = per_day[c].astype(float).cumsum()
+        running[c] = per_day[c].astype(float).cumsum().ffill()  # a day without the measure keeps the total
     return with_ratios(running)
 
 
 def to_date(rows: "pd.DataFrame") -> dict[str, float]:
     import pandas as pd
 
-    totals = pd.DataFrame([{k: float(rows[k].sum()) if not rows.empty else 0.0 for k in TOTALS}])
+    totals = pd.DataFrame([{k: float(rows[k].sum(min_count=1)) if not rows.empty else 0.0 for k in TOTALS}])
     return {k: float(v) for k, v in with_ratios(totals).iloc[0].items()}
+
+
+def not_reported(kpi: str, totals: dict[str, float]) -> bool:
+    """Is the KPI unknown because a measure it is built from is reported by no source (NaN)?"""
+    inputs = (kpi,) if kpi in TOTALS else RATIOS[kpi][:2]
+    return any(isinstance(totals.get(k), float) and math.isnan(totals[k]) for k in inputs)
 
 
 def _fraction(start: dt.date, end: dt.date, as_of: dt.date) -> tuple[float, int]:
@@ -110,8 +118,10 @@ def budget_pacing(budget: float, spend: float, start: dt.date, end: dt.date, as_
     """Spend against the budget spread evenly from start to end (the budget-to-date)."""
     fraction, elapsed = _fraction(start, end, as_of)
     to_date_budget = budget * fraction
-    pace = spend / to_date_budget if to_date_budget else None
-    if pace is None:
+    pace = spend / to_date_budget if to_date_budget and not math.isnan(spend) else None
+    if math.isnan(spend):
+        state = "spend not reported"
+    elif pace is None:
         state = "not started"
     elif pace > BUDGET_BAND[1]:
         state = "overspending"

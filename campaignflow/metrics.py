@@ -137,6 +137,8 @@ def campaign_report(s: Session, campaign_id: str, as_of=None) -> dict:  # noqa: 
     goals = []
     for g in spec.goals:
         status = kpis.goal_status(g.kpi, g.target, g.baseline, spec.start, g.deadline, totals[g.kpi], as_of)
+        if not upto.empty and kpis.not_reported(g.kpi, totals):
+            status["status"] = "not reported"  # rows came in, but no source reports what this goal counts
         goals.append({"name": g.name, "unit": g.unit, **status})
     media = sum(b.amount for b in spec.budget if b.category == "media") or spec.budget_total()
     per_day = kpis.daily(upto)
@@ -152,7 +154,8 @@ def campaign_report(s: Session, campaign_id: str, as_of=None) -> dict:  # noqa: 
         sources.append({"name": x.name, "kind": x.kind, "account": x.account,
                         "data_through": through.isoformat() if through else None,
                         "last_run": None if last is None else {"status": last.status, "at": last.finished_at.isoformat(),
-                                                               "rows": last.rows_written, "error": last.error}})
+                                                               "rows": last.rows_written, "error": last.error,
+                                                               "warnings": last.warnings}})
     found = currencies(s, campaign_id)
     warnings = [f"rows in {c} are summed as if they were {spec.currency}; convert them at the source"
                 for c in found if c != spec.currency]

@@ -247,11 +247,13 @@ class MetricDaily(SQLModel, table=True):
     ad: str = ""
     platform_campaign_name: str = ""  # the name people recognise, for mapping by convention and listings
     campaign_id: Optional[str] = Field(default=None, description="The campaignflow campaign; NULL while unmapped.")
-    impressions: int = 0
-    clicks: int = 0
-    spend: float = 0
-    conversions: float = 0
-    conversion_value: float = 0
+    # A measure the source does not report (GA4 without a linked ads account has no impressions) is
+    # NULL, unknown: summing it as 0 would make CTR or CPA look like a result.
+    impressions: Optional[int] = 0
+    clicks: Optional[int] = 0
+    spend: Optional[float] = 0
+    conversions: Optional[float] = 0
+    conversion_value: Optional[float] = 0
     currency: str = ""
 
 

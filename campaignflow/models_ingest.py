@@ -1,4 +1,4 @@
-"""Store tables for metric ingestion (cursors, runs). Migrations: versions/0002_*.py."""
+"""Store tables for metric ingestion (cursors, runs). Migrations: versions/0002_*.py, 0006_*.py."""
 
 from __future__ import annotations
 
@@ -43,3 +43,4 @@ class IngestionRun(SQLModel, table=True):
     rows_written: int = 0
     unmapped_rows: int = 0
     error: str = ""
+    warnings: str = ""  # what a succeeded run should say anyway, one per line (e.g. no action counted)

@@ -124,8 +124,13 @@ class MeasurementSource(Strict):
                     "(GA4: utm_campaign), e.g. 'nw-webinar-q1-*'.")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="csv: our column name -> the export's column name, e.g. {spend: Cost, date: Day}; "
-                    "ga4: our metric name -> the GA4 metric, e.g. {conversions: keyEvents}.",
+        description="csv: our column name -> the export's column name, e.g. {spend: Cost, date: Day}.",
+    )
+    metrics: dict[str, str] = Field(
+        default_factory=dict,
+        description="ga4: the GA4 metrics to request, each mapped to the measure it counts as, e.g. "
+                    "{sessions: clicks, keyEvents: conversions, totalRevenue: conversion_value} (default: keyEvents: "
+                    "conversions, totalRevenue: conversion_value). A measure no metric maps to is stored as unknown.",
     )
     lookback_days: int | None = Field(
         default=None, ge=0, le=90,
@@ -152,7 +157,21 @@ class MeasurementSource(Strict):
                                                "ga4": "https://analyticsdata.googleapis.com/v1beta"}
     CSV_COLUMNS: ClassVar[tuple[str, ...]] = ("date", "campaign", "campaign_id", "ad_group", "ad", "impressions",
                                               "clicks", "spend", "conversions", "conversion_value", "currency")
-    GA4_METRICS: ClassVar[tuple[str, ...]] = ("impressions", "clicks", "spend", "conversions", "conversion_value")
+    MEASURES: ClassVar[tuple[str, ...]] = ("impressions", "clicks", "spend", "conversions", "conversion_value")
+
+    def _metrics_problems(self) -> list[str]:
+        if self.metrics and self.kind != "ga4":
+            return ["metrics: only ga4 sources take `metrics` (GA4 metric: measure)"]
+        problems, claimed = [], {}
+        for name, measure in self.metrics.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*(:[A-Za-z0-9_]+)?", name):
+                problems.append(f"metrics.{name}: not a GA4 metric name (e.g. sessions, keyEvents, customEvent:signup)")
+            if measure not in self.MEASURES:
+                problems.append(f"metrics.{name}: {measure!r} is not a measure; map it onto one of {', '.join(self.MEASURES)}")
+            elif measure in claimed:
+                problems.append(f"metrics.{name}: {claimed[measure]} already maps onto {measure}; one GA4 metric per measure")
+            claimed.setdefault(measure, name)
+        return problems
 
     @staticmethod
     def _leaves_folder(path: str) -> bool:
@@ -187,12 +206,11 @@ class MeasurementSource(Strict):
                 problems.append(f"account: {self.account!r} is not {what}")
             if self.path:
                 problems.append(f"path: only csv sources read files; remove `path` from this {self.kind} source")
-            if self.kind == "ga4":
-                for ours in self.columns:
-                    if ours not in self.GA4_METRICS:
-                        problems.append(f"columns.{ours}: GA4 metrics map onto {', '.join(self.GA4_METRICS)}")
-            elif self.columns:
-                problems.append("columns: only csv and ga4 sources take a column mapping")
+            if self.columns:
+                problems.append("columns: only csv sources take a column mapping"
+                                + ("; a ga4 source names its GA4 metrics under `metrics:` (GA4 metric: measure), "
+                                   "e.g. metrics: {keyEvents: conversions}" if self.kind == "ga4" else ""))
+        problems += self._metrics_problems()
         if self.conversion_actions and self.kind != "meta":
             problems.append("conversion_actions: only meta sources count conversions from action types")
         if self.base_url and not re.match(r"https?://[^\s/]+", self.base_url):

@@ -30,6 +30,7 @@ def ingest_metrics(source: str, since: dt.date | None = None, until: dt.date | N
     lines = [f"# Ingested {source}", "", result.summary() + ".", "",
              f"Window {result.since or 'all'} to {result.until or 'all'}; cursor now {result.cursor}; "
              f"{result.requests} request(s), {result.retries} retried."]
+    lines += [f"**Warning**: {w}" for w in result.warnings]
     if result.unmapped:
         lines += ["", "## Unmapped platform campaigns", "", "| platform campaign | name | rows |", "|---|---|---|"]
         lines += [f"| {pc} | {name} | {n} |" for _, pc, name, n in result.unmapped]
@@ -40,7 +41,7 @@ def ingest_metrics(source: str, since: dt.date | None = None, until: dt.date | N
                              description=result.summary())
     return {"source": source, "rows_written": result.rows_written, "unmapped_rows": result.unmapped_rows,
             "since": str(result.since), "until": str(result.until), "cursor": str(result.cursor),
-            "unmapped": result.unmapped, "goals": goals}
+            "unmapped": result.unmapped, "warnings": result.warnings, "goals": goals}
 
 
 def _rules(source: str):  # noqa: ANN202

@@ -13,7 +13,7 @@ import datetime as dt
 import os
 from typing import Callable
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import blocks.platform_credentials  # noqa: F401  (registers the credentials-block loader)
@@ -70,7 +70,11 @@ def ingest_source(source: str, since: dt.date | None = None, until: dt.date | No
     artifact = create_progress_artifact(0.0, description=f"ingesting {source}")
     last = [-1.0]
 
+    logger = get_run_logger()
+
     def progress(event: ProgressEvent) -> None:
+        if event.note:  # each retry and wait goes to the run's log, so a slow platform is visible in the UI
+            logger.warning(event.note)
         pct = 100.0 * event.done / event.total if event.total else 100.0
         if pct - last[0] >= 5 or pct == 100.0:  # a few updates, not one per page
             update_progress_artifact(artifact, pct, description=f"{source}: {event.rows:,} rows, {event.part}")

@@ -33,13 +33,21 @@ def start_of(data: dict) -> dt.date:
 
 
 class SleepLog(list):
+    """A `sleep` that only records the waits, and a `clock` that moves by them (so the time cap sees them)."""
+
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+    def clock(self) -> float:
+        import time
+
+        return time.monotonic() + sum(self)
 
 
 def run(source: str, kind: str, today: dt.date, since: dt.date | None = None, until: dt.date | None = None,
         credentials: dict | None = None, url: str | None = None, sleeps: SleepLog | None = None, **http_kw):
-    http = Http(source, "", backoff=0.001, sleep=sleeps if sleeps is not None else SleepLog(), **http_kw)
+    sleeps = sleeps if sleeps is not None else SleepLog()
+    http = Http(source, "", backoff=0.001, sleep=sleeps, clock=sleeps.clock, **http_kw)
     result = ingest.run_source(source, since, until, url=url, today=today, http=http,
                                credentials=CREDS[kind] if credentials is None else credentials)
     return result

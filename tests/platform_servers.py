@@ -35,6 +35,7 @@ class Fault:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (a slow upstream: the client times out)
+    cut: str = ""  # "length": a body shorter than its Content-Length; "chunked": chunks without the last one
 
 
 class PlatformServer:
@@ -45,6 +46,7 @@ class PlatformServer:
         self.meta_usage = 5  # percent of the app's rate-limit budget Meta reports in x-app-usage
         self.ga4: list[dict] = []  # {date: 'YYYYMMDD', campaign, metrics: {name: value}}
         self.ga4_currency = "EUR"
+        self.ga4_ads_linked = True  # False: a property without a Google Ads link has no advertiserAd* metrics
         self.batch_size, self.meta_page_size, self.ga4_page_size = batch_size, meta_page_size, ga4_page_size
         self.faults: dict[str, list[Fault]] = {"google_ads": [], "meta": [], "ga4": [], "token": []}
         self.corrupt_at: dict[str, set[int]] = {"google_ads": set(), "meta": set(), "ga4": set()}
@@ -63,6 +65,15 @@ class PlatformServer:
     def stall_next(self, platform: str, seconds: float) -> None:
         """Answer the next request only after `seconds` (with a 504), so a client with a shorter timeout gives up."""
         self.faults[platform].append(Fault(504, {"error": {"code": 504, "message": "Deadline exceeded"}}, {}, seconds))
+
+    def cut_next(self, platform: str, how: str = "length", times: int = 1) -> None:
+        """Answer the next request(s) with a 200 cut off mid-transfer, then drop the connection.
+
+        how="length": fewer bytes than the Content-Length says; how="chunked": a chunked body that stops
+        before its last (zero-length) chunk. The bytes go straight to the socket, as a dying proxy sends them.
+        """
+        for _ in range(times):
+            self.faults[platform].append(Fault(200, None, {}, 0.0, how))
 
     def corrupt(self, platform: str, request_number: int) -> None:
         """Answer the platform's n-th successful request (1-based, counted from now) with a broken page."""
@@ -127,6 +138,8 @@ class PlatformServer:
             if fault.delay:
                 time.sleep(fault.delay)
             try:
+                if fault.cut:
+                    return self._send_cut(h, fault.cut)
                 return self._send(h, fault.status, fault.body, fault.headers)
             except (BrokenPipeError, ConnectionResetError):
                 return None
@@ -142,6 +155,21 @@ class PlatformServer:
         if platform == "meta":  # a proxy error page instead of JSON
             return b"<html><body>502 Bad Gateway</body></html>"
         return json.dumps({"rows": payload.get("rows", []), "rowCount": payload.get("rowCount")}).encode()
+
+    @staticmethod
+    def _send_cut(h: BaseHTTPRequestHandler, how: str) -> None:
+        part = b'{"data": [{"date_start": "2027-01-01", "campaign_id": "c-1", "impressions": "1'
+        if how == "chunked":
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            body = f"{len(part):x}\r\n".encode() + part + b"\r\n"  # no "0\r\n\r\n" terminator follows
+        else:
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(part) + 4000}\r\n"
+                    f"\r\n").encode()
+            body = part
+        h.wfile.write(head + body)
+        h.wfile.flush()
+        h.close_connection = True
+        h.connection.shutdown(2)  # the connection dies mid-body
 
     def _send(self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send_raw(h, status, json.dumps(payload).encode(), headers)
@@ -198,7 +226,10 @@ class PlatformServer:
     # -- Meta ----------------------------------------------------------------------------------
 
     def _meta(self, h, path, query, body):  # noqa: ANN001
-        if query.get("access_token") != TOKEN:
+        # The Graph API takes the token as `Authorization: Bearer` (what campaignflow sends) or `access_token=`.
+        auth = h.headers.get("Authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else query.get("access_token")
+        if token != TOKEN:
             return 400, {"error": {"message": "Error validating access token: Session has expired on Monday, "
                                    "23-Nov-26 01:00:00 PST.", "type": "OAuthException", "code": 190,
                                    "error_subcode": 463, "fbtrace_id": "AbCdEf123"}}, {}
@@ -227,6 +258,11 @@ class PlatformServer:
                                    "status": "UNAUTHENTICATED"}}, {}
         rng = body["dateRanges"][0]
         metric_names = [x["name"] for x in body["metrics"]]
+        missing = [n for n in metric_names if n.startswith("advertiserAd") and not self.ga4_ads_linked]
+        if missing:
+            return 400, {"error": {"code": 400, "message": f"Field {missing[0]} is not a valid metric. For a list of "
+                                   "valid dimensions and metrics, see https://developers.google.com/analytics/devguides/"
+                                   "reporting/data/v1/api-schema", "status": "INVALID_ARGUMENT"}}, {}
         rows = sorted((r for r in self.ga4 if rng["startDate"].replace("-", "") <= r["date"] <= rng["endDate"].replace("-", "")),
                       key=lambda r: (r["date"], r["campaign"]))
         offset, limit = int(body.get("offset", 0)), self.ga4_page_size or int(body.get("limit", 10000))

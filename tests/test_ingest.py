@@ -202,7 +202,7 @@ def test_throttled_longer_than_the_run_may_wait(home, server):
         '"estimated_time_to_regain_access": 0', '"estimated_time_to_regain_access": 45')
     server.fail_next("meta", status, body, headers)
     with pytest.raises(RetriesExhausted, match="45 min"):
-        run("meta", "meta", start_of(data), max_wait=600)
+        run("meta", "meta", start_of(data), max_seconds=600)
 
 
 # -- GA4 ----------------------------------------------------------------------------------------
@@ -356,7 +356,8 @@ def test_spec_problems_of_sources_name_field_and_fix():
     problems = err.value.problems
     assert "measurement.sources[0].account: '12345' is not a Google Ads customer id such as 123-456-7890" in problems
     assert any(p.startswith("measurement.sources[1].account: a meta source needs `account`") for p in problems)
-    assert any(p.startswith("measurement.sources[2].columns.sessions: GA4 metrics map onto") for p in problems)
+    assert any(p.startswith("measurement.sources[2].columns: only csv sources take a column mapping; a ga4 source "
+                            "names its GA4 metrics under `metrics:`") for p in problems)
 
 
 def test_a_row_sent_twice_in_one_run_is_stored_once_last_wins(store_url, server):

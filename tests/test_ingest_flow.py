@@ -143,3 +143,38 @@ def test_one_deployment_per_source_on_its_cron(home, server):
     assert deployments["ingest-meta-main"].schedules[0].schedule.cron == "30 5 * * *"
     assert deployments["ingest-ga4-web"].schedules[0].schedule.cron == "0 6 * * *"
     assert deployments["ingest-meta-main"].parameters == {"source": "meta-main", "trigger": "schedule"}
+
+
+@pytest.mark.prefect
+def test_flow_keeps_the_token_out_of_prefect_and_logs_each_retry(prefect_api, home, server):
+    """Issue 13: a token echoed by an error page never reaches Prefect's database; retries are in the run's log."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from blocks.platform_credentials import MetaCredentials
+    from flows.ingest_metrics import ingest_metrics
+
+    MetaCredentials(access_token=TOKEN).save("acme-meta-echo", overwrite=True)
+    data = register([meta_source(server, credentials="acme-meta-echo")])
+    start = start_of(data)
+    server.fail_next("meta", 503, {"error": {"message": "Service temporarily unavailable", "code": 2,
+                                             "is_transient": True}})
+    server.fail_next("meta", 404, f"<pre>GET /v25.0/act_1234/insights?access_token={TOKEN}\n"
+                                  f"Authorization: Bearer {TOKEN}</pre>")
+
+    state = ingest_metrics(since=start, until=start, source="meta-main", return_state=True)
+    APILogHandler().flush()  # logs go to the API in batches: send them now
+
+    assert state.is_failed()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        task_runs = client.read_task_runs()
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    texts = [flow_run.state.message or ""] + [t.state.message or "" for t in task_runs if t.flow_run_id == flow_run_id] \
+        + [log.message for log in logs]
+    stored = "\n".join(texts)
+    assert "HTTP 404" in stored and "[redacted]" in stored
+    assert TOKEN not in stored
+    assert any("retry 2 of 6" in log.message and "waiting" in log.message for log in logs), [l.message for l in logs]

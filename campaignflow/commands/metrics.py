@@ -43,12 +43,15 @@ def ingest(
 
         def on_progress(event) -> None:  # noqa: ANN001
             bar.update(task_id, total=event.total, completed=event.done, rows=f"{event.rows:,}", part=event.part)
+            if event.note:  # a retry or a wait: said as a line, so the bar never looks frozen
+                bar.console.print(event.note, markup=False)
 
         if local:
             from campaignflow import ingest as core
 
             result = core.run_source(source, first, last, progress=on_progress)
             summary = {"rows_written": result.rows_written, "unmapped_rows": result.unmapped_rows,
+                       "warnings": result.warnings,
                        "since": str(result.since), "until": str(result.until), "cursor": str(result.cursor),
                        "unmapped": result.unmapped, "goals": _check_goals(source)}
         else:
@@ -94,6 +97,8 @@ def _check_goals(source: str) -> list[dict]:
 def _print_summary(source: str, summary: dict, out) -> None:  # noqa: ANN001
     window = "every row" if summary["since"] == "None" else f"{summary['since']} to {summary['until']}"
     out.print(f"{source}: {summary['rows_written']:,} rows written ({window}); cursor at {summary['cursor']}.")
+    for warning in summary.get("warnings", []):
+        out.print(f"warning: {warning}", markup=False)
     if summary["unmapped"]:
         out.print(f"{summary['unmapped_rows']:,} rows belong to no campaign in this run (kept; claim them with "
                   f"`campaigns:` or `campaign_match:` on the source):")
@@ -141,6 +146,11 @@ def _fmt(value, digits: int = 2) -> str:  # noqa: ANN001
     return f"{value:,.{digits}f}" if abs(value) < 1000 and value != int(value) else f"{value:,.0f}"
 
 
+def _count(value, what: str = "") -> str:  # noqa: ANN001
+    """A total that no source reports (None) says so, instead of passing for 0."""
+    return f"{what} not reported".strip() if value is None else f"{value:,.0f} {what}".strip()
+
+
 def _print_report(r: dict, days: int) -> None:
     from rich.table import Table
 
@@ -163,20 +173,22 @@ def _print_report(r: dict, days: int) -> None:
     out.print(f"Budget: spent {_fmt(b['spend'])} {cur} of a budget-to-date of {_fmt(b['budget_to_date'])} {cur} "
               f"({pace}, {b['status']}); {_fmt(b['remaining'])} {cur} left of {_fmt(b['budget'])} {cur}.")
     t = r["to_date"]
-    out.print(f"To date: {t['impressions']:,.0f} impressions, {t['clicks']:,.0f} clicks, spend {_fmt(t['spend'])} {cur}, "
-              f"{t['conversions']:,.0f} conversions; CTR {_fmt(t['ctr'])} %, CPC {_fmt(t['cpc'])}, CPM {_fmt(t['cpm'])}, "
+    spend = "spend not reported" if t["spend"] is None else f"spend {_fmt(t['spend'])} {cur}"
+    out.print(f"To date: {_count(t['impressions'], 'impressions')}, {_count(t['clicks'], 'clicks')}, {spend}, "
+              f"{_count(t['conversions'], 'conversions')}; CTR {_fmt(t['ctr'])} %, CPC {_fmt(t['cpc'])}, CPM {_fmt(t['cpm'])}, "
               f"CPA {_fmt(t['cpa'])}, ROAS {_fmt(t['roas'])}, conversion rate {_fmt(t['conversion_rate'])} %")
     if days and r["daily"]:
         table = Table("date", "impr.", "clicks", "spend", "conv.", "CTR %", "CPC", "CPA", "CPA to date",
                       title=f"Last {min(days, len(r['daily']))} days", title_justify="left")
         for d in r["daily"][-days:]:
-            table.add_row(d["date"], f"{d['impressions']:,.0f}", f"{d['clicks']:,.0f}", _fmt(d["spend"]),
+            table.add_row(d["date"], _count(d["impressions"]), _count(d["clicks"]), _fmt(d["spend"]),
                           _fmt(d["conversions"]), _fmt(d["ctr"]), _fmt(d["cpc"]), _fmt(d["cpa"]),
                           _fmt(d["to_date"]["cpa"]))
         out.print(table)
     for x in r["sources"]:
         run = x["last_run"] or {}
-        state = run.get("status", "never run") + (f": {run['error']}" if run.get("error") else "")
+        state = run.get("status", "never run") + (f": {run['error']}" if run.get("error") else "") \
+            + "".join(f"; warning: {w}" for w in (run.get("warnings") or "").splitlines())
         out.print(f"source {x['name']} ({x['kind']} {x['account']}): data through {x['data_through'] or '—'}; "
                   f"last run {state}", markup=False)
     for u in r["unmapped"]:

@@ -11,11 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import math
+import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
+from urllib.parse import quote
 
 from campaignflow.errors import UserError
 
@@ -25,9 +29,10 @@ ROW_FIELDS = ("date", "account", "platform_campaign", "ad_group", "ad", "platfor
 
 
 class SourceError(UserError):
-    """A source run stopped; the message names the source, the account and what was wrong."""
+    """A source run stopped; the message names the source, the account and what was wrong (secrets redacted)."""
 
-    def __init__(self, source: str, account: str, what: str):
+    def __init__(self, source: str, account: str, what: str, secrets: Iterable[str] = ()):
+        what = redact(what, secrets)
         self.source, self.account, self.what = source, account, what
         where = f"source {source!r}" + (f" (account {account})" if account else "")
         super().__init__(f"{where}: {what}. Nothing was written and the cursor did not move.")
@@ -42,7 +47,10 @@ class MalformedResponse(SourceError):
 
 
 class RetriesExhausted(SourceError):
-    """Throttled or failing for longer than this run may wait; the next run continues."""
+    """Throttled or failing for longer than this run may wait: worth trying again later.
+
+    What to run next depends on the run (the cursor's next run, or the same backfill window), so
+    `campaignflow.ingest.with_next_step` says it, not this module."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class SourceConfig:
     credentials: str | None = None
     base_url: str | None = None
     conversion_actions: list[str] = field(default_factory=list)
+    metrics: dict[str, str] = field(default_factory=dict)  # ga4: GA4 metric -> the measure it counts as
     currency: str = ""  # used when the platform does not say
     first_day: dt.date | None = None  # where the very first run starts (earliest campaign start)
     schedule: str | None = None
@@ -92,7 +101,29 @@ class Verdict:
 
     action: str  # ok|retry|auth|error|malformed|exhausted
     reason: str = ""
-    wait: float | None = None
+    wait: float | None = None  # what the platform asked for
+    min_wait: float = 0.0  # when it asked for nothing: back off from here, doubling per attempt
+
+
+# Credential fields that identify rather than authorise: kept readable in error texts.
+NOT_SECRET = frozenset({"client_id", "login_customer_id", "token_url"})
+_SECRET_PARAM = re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|developer[_-]token|api[_-]?key|"
+                           r"password)=([^&\s\"'<>]+)")
+_URL_KEY = re.compile(r"(?i)([?&](?:key|token|sig|signature)=)[^&\s\"'<>]+")  # only as URL parameters: `key=` is common
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` without the given secrets, nor anything that looks like a token in a URL or an Authorization header.
+
+    The one place every error text passes through before it is shown, stored or handed to Prefect.
+    """
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote(secret)}:
+            text = text.replace(form, "[redacted]")
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=[redacted]", text)
+    text = _URL_KEY.sub(lambda m: f"{m.group(1)}[redacted]", text)
+    return _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -136,42 +167,120 @@ def _error_text(response: Any) -> str:
     return str(body)[:200]
 
 
-class Http:
-    """requests with timeouts and retries: 429/5xx/timeouts back off (honouring Retry-After), auth errors stop.
+# One source run may take this long in all (requests, retries, waits), unless the environment says otherwise.
+DEFAULT_MAX_MINUTES = 10.0
+MAX_MINUTES_ENV = "CAMPAIGNFLOW_INGEST_MAX_MINUTES"
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0  # a report page that takes longer is retried (or the cap ends the run)
 
-    `before_request` lets the orchestration layer take a rate-limit slot per
-    request (Prefect's `rate_limit`) without this module knowing Prefect.
+
+def max_seconds_from_env() -> float:
+    raw = os.environ.get(MAX_MINUTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_MINUTES * 60
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = float("nan")
+    if not math.isfinite(minutes) or minutes <= 0:
+        raise UserError(f"{MAX_MINUTES_ENV}={raw!r} is not a number of minutes; set it to e.g. 30, or unset it "
+                        f"for the default of {DEFAULT_MAX_MINUTES:g}")
+    return minutes * 60
+
+
+def duration(seconds: float) -> str:
+    """A wait as people say it: 45 s, 3 min, 1 h 5 min."""
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+class Http:
+    """requests with timeouts and retries: 429/5xx/timeouts/cut-off answers back off (honouring Retry-After),
+    auth errors stop, and the whole source run stays within a time cap (`max_seconds`).
+
+    `before_request` lets the orchestration layer take a rate-limit slot per request (Prefect's
+    `rate_limit`) without this module knowing Prefect; `on_notice` hears about each retry and wait, so
+    the CLI and the Prefect log can show them. `sleep` and `clock` are injectable for tests.
     """
 
-    def __init__(self, source: str, account: str, *, timeout: float = 60.0, max_attempts: int = 6,
-                 backoff: float = 1.0, max_wait: float = 900.0, sleep: Callable[[float], None] = time.sleep,
-                 before_request: Callable[[], None] | None = None):
+    def __init__(self, source: str, account: str, *, timeout: float = READ_TIMEOUT, max_attempts: int = 6,
+                 backoff: float = 1.0, max_seconds: float | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, before_request: Callable[[], None] | None = None,
+                 on_notice: Callable[[str], None] | None = None):
         import requests
 
         self.source, self.account = source, account
-        self.timeout, self.max_attempts, self.backoff, self.max_wait = timeout, max_attempts, backoff, max_wait
-        self.sleep, self.before_request = sleep, before_request
+        self.timeout, self.max_attempts, self.backoff = timeout, max_attempts, backoff
+        self.max_seconds = max_seconds_from_env() if max_seconds is None else max_seconds
+        self.sleep, self.clock, self.before_request, self.on_notice = sleep, clock, before_request, on_notice
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "campaignflow-ingest/0.1"
         self.stats = HttpStats()
+        self.secrets: set[str] = set()  # credential values: redacted from every error this client builds
+        self.started: float | None = None
 
     def fail(self, cls: type[SourceError], what: str) -> SourceError:
-        return cls(self.source, self.account, what)
+        return cls(self.source, self.account, what, self.secrets)
+
+    def add_secrets(self, *values: str) -> None:
+        self.secrets.update(v for v in values if v)
+
+    def remaining(self) -> float:
+        """Seconds left of this source run's time cap (counted from its first request)."""
+        if self.started is None:
+            return self.max_seconds
+        return self.max_seconds - (self.clock() - self.started)
+
+    def _cap(self) -> str:
+        return f"a source run's cap of {duration(self.max_seconds)} ({MAX_MINUTES_ENV})"
+
+    def pause(self, seconds: float, why: str, asked: bool = True) -> None:
+        """Wait before the next call, within the time cap; a wait beyond it stops the run now.
+
+        `asked`: the platform asked for this wait (else it is our own backoff).
+        """
+        if self.started is None:
+            self.started = self.clock()
+        left = self.remaining()
+        if seconds > left and asked:
+            retry_at = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M UTC")
+            raise self.fail(RetriesExhausted, f"{why}; the platform asks to wait {duration(seconds)}, more than the "
+                                              f"{duration(left)} left of {self._cap()}; the source can be read "
+                                              f"again after {retry_at}")
+        if seconds > left:
+            raise self.fail(RetriesExhausted, f"{why}; the next attempt would go past {self._cap()}, so the run "
+                                              "stops here")
+        self.notice(f"{why}; waiting {duration(seconds)}")
+        self.stats.waited_seconds += seconds
+        self.sleep(seconds)
+
+    def notice(self, text: str) -> None:
+        if self.on_notice:
+            self.on_notice(redact(f"{self.source}: {text}", self.secrets))
 
     def request(self, method: str, url: str, *, verdict: Callable[[Any], Verdict] = default_verdict,
                 what: str = "request", **kwargs: Any) -> Any:
-        import requests
-
+        if self.started is None:
+            self.started = self.clock()
         last = ""
         for attempt in range(1, self.max_attempts + 1):
+            left = self.remaining()
+            if left <= 0:
+                raise self.fail(RetriesExhausted, f"{what} stopped after {attempt - 1} attempt(s) ({last or 'slow answers'}): "
+                                                  f"{self._cap()} is used up")
             if self.before_request:
                 self.before_request()
             self.stats.requests += 1
             wait: float | None = None
+            v: Verdict | None = None
             try:
-                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                last = f"{exc.__class__.__name__} calling {_short(url)}"
+                response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT, left), min(self.timeout, left)),
+                                                **kwargs)
+            except _transport_errors() as exc:
+                last = _transport_problem(exc, url, min(self.timeout, left))
             else:
                 v = verdict(response)
                 if v.action == "ok":
@@ -184,20 +293,37 @@ class Http:
                 if v.action == "error":
                     raise self.fail(SourceError, f"{what} failed ({v.reason})")
                 if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
-                    raise self.fail(RetriesExhausted, f"{what}: {v.reason}; the next run continues from the same cursor")
+                    raise self.fail(RetriesExhausted, f"{what}: {v.reason}")
                 last, wait = v.reason, v.wait
             if attempt == self.max_attempts:
                 break
+            asked = wait is not None or bool(v and v.min_wait)  # the platform's own throttle
+            if wait is None and v is not None and v.min_wait:
+                wait = v.min_wait * 2 ** (attempt - 1)
             if wait is None:
                 wait = min(self.backoff * 2 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
-            if wait > self.max_wait:
-                raise self.fail(RetriesExhausted, f"{what} is throttled ({last}); the platform asks to wait "
-                                                  f"{wait / 60:.0f} min, longer than this run waits; the next run continues")
+            self.pause(wait, f"{what}: {last}; retry {attempt + 1} of {self.max_attempts}", asked)
             self.stats.retries += 1
-            self.stats.waited_seconds += wait
-            self.sleep(wait)
-        raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts ({last}); "
-                                          "the next run continues from the same cursor")
+        raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts ({last})")
+
+
+def _transport_problem(exc: Exception, url: str, timeout: float) -> str:
+    import requests
+
+    if isinstance(exc, requests.Timeout) and not isinstance(exc, requests.ConnectTimeout):
+        return f"no answer from {_short(url)} within {duration(timeout)} ({exc.__class__.__name__})"
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return f"the answer from {_short(url)} was cut off mid-transfer ({exc.__class__.__name__})"
+    return f"{exc.__class__.__name__} calling {_short(url)}"
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    import requests
+
+    # A cut-off body (shorter than its Content-Length, or chunked without the last chunk) is a transport
+    # failure like a dropped connection: the same request may well succeed on the next try.
+    return (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError)
 
 
 def _short(url: str) -> str:
@@ -207,37 +333,90 @@ def _short(url: str) -> str:
 def parse_json(http: Http, response: Any, what: str) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         snippet = response.text[:80].replace("\n", " ")
         raise http.fail(MalformedResponse, f"{what} is not JSON (starts with {snippet!r})") from None
 
 
+# Larger than any real day of one ad; also keeps sums far from float overflow in the KPI math.
+MAX_VALUE = 1e15
+MAX_TEXT = 1000
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def number(http: Http, value: Any, what: str, integer: bool = False) -> float | int:
-    """A platform number (int64 travels as a JSON string) as int or float; '' and null are 0."""
+    """A platform number (int64 travels as a JSON string) as int or float; '' and null are 0.
+
+    Counts (`integer`) are whole and not negative; every value is finite and below MAX_VALUE.
+    """
     if value is None or value == "":
         return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not a number")
     try:
         as_float = float(value)
-    except (TypeError, ValueError):
-        raise http.fail(MalformedResponse, f"{what} is {value!r}, not a number") from None
-    if as_float != as_float or as_float in (float("inf"), float("-inf")):
-        raise http.fail(MalformedResponse, f"{what} is {value!r}, not a number")
+    except (ValueError, OverflowError):
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not a number") from None
+    if not math.isfinite(as_float) or abs(as_float) > MAX_VALUE:
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not a number a platform reports "
+                                           f"(beyond {MAX_VALUE:.0e})")
     if integer:
-        if not as_float.is_integer():
-            raise http.fail(MalformedResponse, f"{what} is {value!r}, not a whole number")
-        return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else int(as_float)
+        if not as_float.is_integer() or as_float < 0:
+            raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not a whole number of 0 or more")
+        return int(value) if isinstance(value, str) and value.isdigit() else int(as_float)
     return as_float
 
 
-def day(http: Http, value: Any, what: str) -> str:
-    """A date as ISO text; accepts YYYY-MM-DD and GA4's YYYYMMDD."""
-    text = str(value or "")
-    if len(text) == 8 and text.isdigit():
-        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+def text(http: Http, value: Any, what: str, default: str = "") -> str:
+    """A platform id, name or code as text (ids may arrive as numbers); anything else is malformed."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not text")
+    result = str(value)
+    if len(result) > MAX_TEXT or "\x00" in result:
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not a name or id a platform reports")
     try:
-        return dt.date.fromisoformat(text).isoformat()
+        result.encode("utf-8")
+    except UnicodeEncodeError:
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not valid text") from None
+    return result
+
+
+def currency(http: Http, value: Any, what: str, default: str) -> str:
+    code = text(http, value, what) or default
+    if code and not re.fullmatch(r"[A-Z]{3}", code):
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not a currency code such as EUR")
+    return code
+
+
+def get(value: Any, *keys: str) -> Any:
+    """value[k1][k2]... through JSON objects; None when a level is missing or not an object."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def day(http: Http, value: Any, what: str, within: "Part | None" = None) -> str:
+    """A date as ISO text; accepts YYYY-MM-DD and GA4's YYYYMMDD; inside the requested window when given."""
+    raw = value if isinstance(value, str) else ""
+    if len(raw) == 8 and raw.isdigit():
+        raw = f"{raw[:4]}-{raw[4:6]}-{raw[6:]}"
+    try:
+        date = dt.date.fromisoformat(raw) if len(raw) == 10 else None
     except ValueError:
-        raise http.fail(MalformedResponse, f"{what} is {value!r}, not a date") from None
+        date = None
+    if date is None:
+        raise http.fail(MalformedResponse, f"{what} is {_show(value)}, not a date")
+    if within is not None and within.since and within.until and not within.since <= date <= within.until:
+        raise http.fail(MalformedResponse, f"{what} is {date}, outside the window asked for ({within})")
+    return date.isoformat()
 
 
 def date_slices(since: dt.date, until: dt.date, days: int) -> list[tuple[dt.date, dt.date]]:
@@ -276,6 +455,16 @@ class Connector:
     def __init__(self, config: SourceConfig, credentials: Mapping[str, str], http: Http):
         self.config, self.credentials, self.http = config, dict(credentials), http
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        http.add_secrets(*(v for k, v in self.credentials.items() if k not in NOT_SECRET and isinstance(v, str)))
+
+    def unknown_measures(self) -> frozenset[str]:
+        """The measures a row of this source may leave unknown (None, stored as NULL): those it does not report.
+        Every other measure must have a value; `campaignflow.ingest` refuses a row without one."""
+        return frozenset()
+
+    def warnings(self) -> list[str]:
+        """What the run should say although it succeeded (e.g. actions seen, none counted as conversions)."""
+        return []
 
     def parts(self, since: dt.date | None, until: dt.date | None) -> list["Part"]:
         """The run's units of work (date slices; files for csv); their weights drive the progress bar."""

@@ -8,8 +8,10 @@ only that window.
 The files are user data, so this reader is strict where a platform's answer
 would not need to be: a file must sit inside the spec's own folder (symlinks
 resolved), a row must have as many fields as the header, a blank required
-cell is an error, and one key (date, campaign, ad group, ad) twice in the
-files is refused with both lines named. Errors name the file, the line and
+cell (date, campaign, impressions, clicks, spend) is an error while a blank
+conversions or conversion_value cell is unknown (stored as NULL), and one
+key (date, campaign, ad group, ad) twice in the files is refused with both
+lines named. Errors name the file, the line and
 the column, and never repeat what the file contains. The bounds every row of
 every source must meet (no negative or absurd numbers, dates near the
 campaign) are checked once for all connectors in `campaignflow.ingest`.
@@ -55,6 +57,9 @@ class CsvConnector(Connector):
     kind = "csv"
     default_lookback_days = 0
     windowed = False
+
+    def unknown_measures(self) -> frozenset[str]:
+        return frozenset(MEASURES) - set(REQUIRED)  # a blank conversions cell: not known, not 0
 
     def files(self) -> list[Path]:
         folder = self.config.base_dir
@@ -153,7 +158,7 @@ class CsvConnector(Connector):
                                                 "write it as YYYY-MM-DD, e.g. 2027-01-31")
 
     def _measure(self, text: str, where: str, column: str, whole: bool) -> int | float | None:
-        """A cell as a number; blank is None (unknown), which `campaignflow.ingest` accepts only where the store can."""
+        """A cell as a number; blank is None (unknown: stored as NULL, which `kpis` shows as not reported)."""
         if not text:
             return None
         try:

@@ -3,18 +3,23 @@
 Dimensions date x sessionCampaignName; `YYYYMMDD` dates; every value a
 string; offset/limit paging until `rowCount`; quota exhaustion is a 429
 (RESOURCE_EXHAUSTED). Money is in the property currency (`metadata.currencyCode`).
+
+The source's `metrics` name the GA4 metrics to request and the measure each
+counts as. A measure no metric maps to is stored as unknown (NULL), not 0:
+GA4 does not know a property's ad impressions unless an ads account is linked.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from campaignflow.connectors import google
-from campaignflow.connectors.base import (Connector, MalformedResponse, Part, Verdict, day, default_verdict, number,
-                                          parse_json)
+from campaignflow.connectors.base import (Connector, MalformedResponse, Part, Verdict, currency, day, default_verdict,
+                                          get, number, parse_json, text)
 
-DEFAULT_METRICS = {"impressions": "advertiserAdImpressions", "clicks": "advertiserAdClicks",
-                   "spend": "advertiserAdCost", "conversions": "keyEvents", "conversion_value": "totalRevenue"}
+# Metrics every property has (no linked ads account needed).
+DEFAULT_METRICS = {"keyEvents": "conversions", "totalRevenue": "conversion_value"}
+MEASURES = ("impressions", "clicks", "spend", "conversions", "conversion_value")
 INTEGER = {"impressions", "clicks"}
 
 
@@ -34,10 +39,13 @@ class Ga4Connector(Connector):
     required = google.REQUIRED
     page_size = 10_000
 
+    def unknown_measures(self) -> frozenset[str]:
+        return frozenset(MEASURES) - set((self.config.metrics or DEFAULT_METRICS).values())
+
     def pages(self, part: Part) -> Iterator[list[tuple]]:
         since, until = part.since, part.until
-        metrics = {**DEFAULT_METRICS, **self.config.columns}
-        ours = list(metrics)
+        metrics = dict(self.config.metrics or DEFAULT_METRICS)  # GA4 metric -> our measure
+        names = list(metrics)
         offset, page = 0, 0
         headers = {"Authorization": f"Bearer {google.access_token(self.http, self.credentials)}"}
         while True:
@@ -45,37 +53,46 @@ class Ga4Connector(Connector):
             what = f"runReport {since}..{until} offset {offset}"
             body = {"dateRanges": [{"startDate": since.isoformat(), "endDate": until.isoformat()}],
                     "dimensions": [{"name": "date"}, {"name": "sessionCampaignName"}],
-                    "metrics": [{"name": metrics[k]} for k in ours],
+                    "metrics": [{"name": n} for n in names],
                     "limit": str(self.page_size), "offset": str(offset), "returnPropertyQuota": True,
                     "keepEmptyRows": False}
             response = self.http.request("POST", f"{self.base_url}/properties/{self.config.account}:runReport",
                                          headers=headers, json=body, what=what, verdict=_verdict)
             report = parse_json(self.http, response, what)
-            if not isinstance(report, dict) or "dimensionHeaders" not in report or "metricHeaders" not in report:
+            dims, mets = _names(get(report, "dimensionHeaders")), _names(get(report, "metricHeaders"))
+            if dims is None or mets is None:
                 raise self.http.fail(MalformedResponse, f"{what}: not a runReport answer (no dimensionHeaders/metricHeaders)")
-            dims = [h.get("name") for h in report["dimensionHeaders"]]
-            mets = [h.get("name") for h in report["metricHeaders"]]
-            if dims[:2] != ["date", "sessionCampaignName"] or mets != [metrics[k] for k in ours]:
+            if dims[:2] != ["date", "sessionCampaignName"] or mets != names:
                 raise self.http.fail(MalformedResponse, f"{what}: headers {dims} / {mets} do not match the request")
-            rows = report.get("rows", [])
-            currency = (report.get("metadata") or {}).get("currencyCode") or self.config.currency
-            yield [self._row(r, ours, currency, f"{what}, row {i}") for i, r in enumerate(rows, start=1)]
+            rows = get(report, "rows") or []
+            if not isinstance(rows, list):
+                raise self.http.fail(MalformedResponse, f"{what}: rows is not a list")
+            code = currency(self.http, get(report, "metadata", "currencyCode"), f"{what}: metadata.currencyCode",
+                            self.config.currency)
+            yield [self._row(r, metrics, code, part, f"{what}, row {i}") for i, r in enumerate(rows, start=1)]
             offset += len(rows)
-            total = int(report.get("rowCount", 0) or 0)
+            total = number(self.http, get(report, "rowCount"), f"{what}: rowCount", integer=True)
             if not rows or offset >= total:
                 return
 
-    def _row(self, r: dict, ours: list[str], currency: str, where: str) -> tuple:
+    def _row(self, r: Any, metrics: dict[str, str], code: str, part: Part, where: str) -> tuple:
         http = self.http
         try:
             d = [v.get("value") for v in r["dimensionValues"]]
             m = [v.get("value") for v in r["metricValues"]]
         except (KeyError, TypeError, AttributeError):
             raise http.fail(MalformedResponse, f"{where}: no dimensionValues/metricValues") from None
-        if len(d) < 2 or len(m) != len(ours):
+        if len(d) < 2 or len(m) != len(metrics):
             raise http.fail(MalformedResponse, f"{where}: {len(d)} dimension and {len(m)} metric values")
-        values = {k: number(http, v, f"{where}: {k}", integer=k in INTEGER) for k, v in zip(ours, m)}
-        campaign = d[1] or "(not set)"
-        return (day(http, d[0], f"{where}: date"), self.config.account, campaign, "", "", campaign,
-                values["impressions"], values["clicks"], values["spend"], values["conversions"],
-                values["conversion_value"], currency)
+        values: dict[str, Any] = dict.fromkeys(MEASURES)  # None: this source does not report the measure
+        for (name, measure), value in zip(metrics.items(), m):
+            values[measure] = number(http, value, f"{where}: {name} (as {measure})", integer=measure in INTEGER)
+        campaign = text(http, d[1], f"{where}: sessionCampaignName") or "(not set)"
+        return (day(http, d[0], f"{where}: date", part), self.config.account, campaign, "", "", campaign,
+                *(values[k] for k in MEASURES), code)
+
+
+def _names(headers: Any) -> list[str] | None:
+    if not isinstance(headers, list) or not all(isinstance(h, dict) for h in headers):
+        return None
+    return [h.get("name") for h in headers]

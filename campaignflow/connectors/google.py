@@ -29,5 +29,8 @@ def access_token(http: Http, credentials: dict[str, str]) -> str:
     token = body.get("access_token") if isinstance(body, dict) else None
     if not token:
         raise http.fail(MalformedResponse, "the OAuth token response has no access_token")
+    if not isinstance(token, str):
+        raise http.fail(MalformedResponse, "the OAuth token response's access_token is not text")
+    http.add_secrets(token)
     credentials["access_token"] = token
     return token

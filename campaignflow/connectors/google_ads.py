@@ -7,10 +7,11 @@ Money comes in micros of the account currency (`customer.currency_code`).
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from campaignflow.connectors import google
-from campaignflow.connectors.base import Connector, Part, MalformedResponse, Verdict, day, default_verdict, number, parse_json
+from campaignflow.connectors.base import (Connector, MalformedResponse, Part, Verdict, currency, day, default_verdict, get,
+                                          number, parse_json, text)
 
 QUERY = (
     "SELECT segments.date, customer.currency_code, campaign.id, campaign.name, ad_group.id, ad_group.name, "
@@ -55,28 +56,30 @@ class GoogleAdsConnector(Connector):
             if not isinstance(batch, dict):
                 raise self.http.fail(MalformedResponse, f"{what}: batch {b} is not an object")
             if "error" in batch:  # an error after some batches were streamed
-                raise self.http.fail(MalformedResponse, f"{what}: batch {b} is an error "
-                                                        f"({batch['error'].get('message', batch['error'])})")
+                message = get(batch, "error", "message") or batch["error"]
+                raise self.http.fail(MalformedResponse, f"{what}: batch {b} is an error ({str(message)[:300]})")
             results = batch.get("results", [])
             if not isinstance(results, list):
                 raise self.http.fail(MalformedResponse, f"{what}: batch {b} has no results list")
-            yield [self._row(r, f"{what}, batch {b}, result {i}") for i, r in enumerate(results, start=1)]
+            yield [self._row(r, part, f"{what}, batch {b}, result {i}") for i, r in enumerate(results, start=1)]
 
-    def _row(self, r: dict, where: str) -> tuple:
-        try:
-            campaign, metrics = r["campaign"], r.get("metrics", {})
-            ad_group = r.get("adGroup", {})
-            date = r["segments"]["date"]
-            campaign_id = str(campaign["id"])
-        except (KeyError, TypeError) as exc:
-            raise self.http.fail(MalformedResponse, f"{where}: missing field {exc}") from None
+    def _row(self, r: Any, part: Part, where: str) -> tuple:
         http = self.http
+        campaign_id = get(r, "campaign", "id")
+        if campaign_id is None or get(r, "segments", "date") is None:
+            raise http.fail(MalformedResponse, f"{where}: missing field campaign.id or segments.date")
+        metrics = get(r, "metrics")
+        if metrics is not None and not isinstance(metrics, dict):
+            raise http.fail(MalformedResponse, f"{where}: metrics is not an object")
+        metrics = metrics or {}
         cost = number(http, metrics.get("costMicros"), f"{where}: metrics.costMicros", integer=True)
-        return (day(http, date, f"{where}: segments.date"), self.config.account, campaign_id,
-                str(ad_group.get("id", "")), "", str(campaign.get("name", "")),
+        return (day(http, get(r, "segments", "date"), f"{where}: segments.date", part), self.config.account,
+                text(http, campaign_id, f"{where}: campaign.id"),
+                text(http, get(r, "adGroup", "id"), f"{where}: adGroup.id"), "",
+                text(http, get(r, "campaign", "name"), f"{where}: campaign.name"),
                 number(http, metrics.get("impressions"), f"{where}: metrics.impressions", integer=True),
                 number(http, metrics.get("clicks"), f"{where}: metrics.clicks", integer=True),
                 cost / 1_000_000,
                 number(http, metrics.get("conversions"), f"{where}: metrics.conversions"),
                 number(http, metrics.get("conversionsValue"), f"{where}: metrics.conversionsValue"),
-                (r.get("customer") or {}).get("currencyCode") or self.config.currency)
+                currency(http, get(r, "customer", "currencyCode"), f"{where}: customer.currencyCode", self.config.currency))

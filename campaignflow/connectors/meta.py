@@ -1,26 +1,60 @@
 """Meta Marketing API: daily rows per ad from `act_{id}/insights` (level=ad, time_increment=1).
 
 Pages follow `paging.cursors.after` while `paging.next` is present. Numbers
-arrive as strings; conversions are the sum of the configured `actions` types
-and their value the sum of the same types in `action_values`. Throttling
-comes as error codes 4, 17, 32, 613 or 80000-80014, with the wait in the
+arrive as strings. The access token travels in the Authorization header, never
+in the URL (URLs end up in logs, proxy error pages and error texts).
+
+Conversions: Meta reports one purchase under several action types at once
+(`omni_purchase`, `purchase`, `offsite_conversion.fb_pixel_purchase`,
+`onsite_web_purchase`), so each conversion family counts ONE of its aliases,
+the first present in CONVERSION_FAMILIES' order, never their sum. The value is
+taken the same way from `action_values`. Throttling comes as error codes 4,
+17, 32, 613 or 80000-80014, with the wait (minutes) in the
 `x-business-use-case-usage` / `x-ad-account-usage` headers.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections import Counter
+from typing import Any, Iterator
 
-from campaignflow.connectors.base import (Connector, Part, MalformedResponse, Verdict, day, default_verdict, dumps_compact,
-                                          number, parse_json, retry_after_seconds)
+from campaignflow.connectors.base import (Connector, Part, MalformedResponse, Verdict, currency, day, default_verdict,
+                                          dumps_compact, get, number, parse_json, retry_after_seconds, text)
 
 FIELDS = ("date_start,account_currency,campaign_id,campaign_name,adset_id,adset_name,ad_id,ad_name,"
           "impressions,clicks,spend,actions,action_values")
-DEFAULT_CONVERSIONS = ("purchase", "lead", "complete_registration")
+# Per family, its action types in the order one is chosen: the one Ads Manager shows first (omni_*: web,
+# app and offline together), then the pixel, on-site and app types for accounts that report only those.
+CONVERSION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "purchase": ("omni_purchase", "purchase", "offsite_conversion.fb_pixel_purchase", "onsite_web_purchase",
+                 "onsite_web_app_purchase", "onsite_conversion.purchase", "app_custom_event.fb_mobile_purchase"),
+    "lead": ("lead", "offsite_conversion.fb_pixel_lead", "onsite_web_lead", "onsite_conversion.lead_grouped",
+             "leadgen_grouped"),
+    "complete_registration": ("omni_complete_registration", "complete_registration",
+                              "offsite_conversion.fb_pixel_complete_registration",
+                              "app_custom_event.fb_mobile_complete_registration"),
+}
+DEFAULT_CONVERSIONS = tuple(CONVERSION_FAMILIES)
+_FAMILY_OF = {alias: family for family, aliases in CONVERSION_FAMILIES.items() for alias in aliases}
 THROTTLE_CODES = {4, 17, 32, 613} | set(range(80000, 80015))
+THROTTLE_BACKOFF = 60.0  # throttled without a stated wait: Meta blocks for minutes, so back off from 1 min
 AUTH_CODES = {102, 190, 10} | set(range(200, 300))
 TRANSIENT_CODES = {1, 2}
+
+
+def conversion_groups(configured: list[str] | tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The configured action types as groups of aliases, one of which counts per row.
+
+    A family name (purchase, lead, complete_registration) is the whole family; a listed alias is that
+    alias, grouped with the other listed aliases of its family; any other type is a group of its own.
+    """
+    groups: dict[str, set[str]] = {}
+    for action in configured:
+        family = action if action in CONVERSION_FAMILIES else _FAMILY_OF.get(action, action)
+        groups.setdefault(family, set()).update(CONVERSION_FAMILIES.get(action, (action,)))
+    order = {alias: i for aliases in CONVERSION_FAMILIES.values() for i, alias in enumerate(aliases)}
+    return [tuple(sorted(aliases, key=lambda a: order.get(a, 0))) for aliases in groups.values()]
 
 
 def throttle_wait(headers) -> float | None:  # noqa: ANN001
@@ -82,7 +116,7 @@ def _verdict(response) -> Verdict:  # noqa: ANN001
     reason = f"HTTP {response.status_code}, code {code}" + (f"/{error['error_subcode']}" if error.get("error_subcode") else "") \
         + f": {error.get('message', '')}"
     if code in THROTTLE_CODES:
-        return Verdict("retry", reason, throttle_wait(response.headers))
+        return Verdict("retry", reason, throttle_wait(response.headers) or None, min_wait=THROTTLE_BACKOFF)
     if code in AUTH_CODES or response.status_code in (401, 403):
         return Verdict("auth", reason)
     if code in TRANSIENT_CODES or response.status_code >= 500 or error.get("is_transient"):
@@ -98,56 +132,82 @@ class MetaConnector(Connector):
     required = (("access_token",),)
     page_size = 500
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.groups = conversion_groups(self.config.conversion_actions or DEFAULT_CONVERSIONS)
+        self.seen: Counter[str] = Counter()  # action types in the answers, for the "none counted" warning
+        self.counted = 0  # rows where some configured type was found
+
     def pages(self, part: Part) -> Iterator[list[tuple]]:
         since, until = part.since, part.until
         account = self.config.account if self.config.account.startswith("act_") else f"act_{self.config.account}"
-        conversions = set(self.config.conversion_actions or DEFAULT_CONVERSIONS)
         params = {"level": "ad", "time_increment": "1", "fields": FIELDS, "limit": str(self.page_size),
-                  "time_range": dumps_compact({"since": since.isoformat(), "until": until.isoformat()}),
-                  "access_token": self.credentials["access_token"]}
+                  "time_range": dumps_compact({"since": since.isoformat(), "until": until.isoformat()})}
+        headers = {"Authorization": f"Bearer {self.credentials['access_token']}"}
         page = 0
         while True:
             page += 1
             what = f"insights {since}..{until} page {page}"
             response = self.http.request("GET", f"{self.base_url}/{account}/insights", params=params,
-                                         verdict=_verdict, what=what)
+                                         headers=headers, verdict=_verdict, what=what)
             body = parse_json(self.http, response, what)
             if usage_pct(response.headers) >= HIGH_USAGE:
                 # Slow down before Meta throttles us (throttled accounts stay blocked for minutes).
-                pause = min(throttle_wait(response.headers) or 60.0, self.http.max_wait)
-                self.http.stats.waited_seconds += pause
-                self.http.sleep(pause)
-            data = body.get("data") if isinstance(body, dict) else None
+                self.http.pause(throttle_wait(response.headers) or THROTTLE_BACKOFF,
+                                f"Meta reports {usage_pct(response.headers):.0f} % of a rate limit used")
+            data = get(body, "data")
             if not isinstance(data, list):
                 raise self.http.fail(MalformedResponse, f"{what}: no `data` list in the answer")
-            yield [self._row(r, conversions, f"{what}, row {i}") for i, r in enumerate(data, start=1)]
-            paging = body.get("paging") or {}
-            after = (paging.get("cursors") or {}).get("after")
-            if not paging.get("next") or not after:
+            yield [self._row(r, part, f"{what}, row {i}") for i, r in enumerate(data, start=1)]
+            after = get(body, "paging", "cursors", "after")
+            if not get(body, "paging", "next") or not after:
                 return
+            if not isinstance(after, str):
+                raise self.http.fail(MalformedResponse, f"{what}: paging.cursors.after is not text")
             params = {**params, "after": after}
 
-    def _row(self, r: dict, conversions: set[str], where: str) -> tuple:
+    def _row(self, r: Any, part: Part, where: str) -> tuple:
         http = self.http
         if not isinstance(r, dict) or not r.get("campaign_id") and not r.get("campaign_name"):
             raise http.fail(MalformedResponse, f"{where}: no campaign_id")
-        return (day(http, r.get("date_start"), f"{where}: date_start"), self.config.account,
-                str(r.get("campaign_id") or r.get("campaign_name")), str(r.get("adset_id", "")), str(r.get("ad_id", "")),
-                str(r.get("campaign_name", "")),
+        name = text(http, r.get("campaign_name"), f"{where}: campaign_name")
+        actions = self._actions(r.get("actions"), f"{where}: actions")
+        values = self._actions(r.get("action_values"), f"{where}: action_values")
+        self.seen.update(actions.keys())
+        counted = [group for group in self.groups if any(a in actions for a in group)]
+        self.counted += bool(counted)
+        return (day(http, r.get("date_start"), f"{where}: date_start", part), self.config.account,
+                text(http, r.get("campaign_id"), f"{where}: campaign_id") or name,
+                text(http, r.get("adset_id"), f"{where}: adset_id"), text(http, r.get("ad_id"), f"{where}: ad_id"),
+                name,
                 number(http, r.get("impressions"), f"{where}: impressions", integer=True),
                 number(http, r.get("clicks"), f"{where}: clicks", integer=True),
                 number(http, r.get("spend"), f"{where}: spend"),
-                self._actions(r.get("actions"), conversions, f"{where}: actions"),
-                self._actions(r.get("action_values"), conversions, f"{where}: action_values"),
-                r.get("account_currency") or self.config.currency)
+                self._count(actions), self._count(values),
+                currency(http, r.get("account_currency"), f"{where}: account_currency", self.config.currency))
 
-    def _actions(self, actions, wanted: set[str], where: str) -> float:  # noqa: ANN001
+    def _actions(self, actions: Any, where: str) -> dict[str, float]:
+        """An actions list as {action_type: value} (Meta omits the list when nothing happened)."""
         if not actions:
-            return 0.0
+            return {}
         if not isinstance(actions, list):
             raise self.http.fail(MalformedResponse, f"{where} is not a list")
-        total = 0.0
+        found: dict[str, float] = {}
         for a in actions:
-            if isinstance(a, dict) and a.get("action_type") in wanted:
-                total += number(self.http, a.get("value"), f"{where}[{a.get('action_type')}]")
-        return total
+            kind = a.get("action_type") if isinstance(a, dict) else None
+            if not isinstance(kind, str):
+                raise self.http.fail(MalformedResponse, f"{where}: an entry without an action_type")
+            found.setdefault(kind, number(self.http, a.get("value"), f"{where}[{kind}]"))
+        return found
+
+    def _count(self, found: dict[str, float]) -> float:
+        """One alias per conversion group (the first present), so a purchase reported three ways counts once."""
+        return sum(next((found[a] for a in group if a in found), 0.0) for group in self.groups)
+
+    def warnings(self) -> list[str]:
+        if not self.seen or self.counted:
+            return []
+        types = ", ".join(t for t, _ in self.seen.most_common(12))
+        wanted = ", ".join(self.config.conversion_actions or DEFAULT_CONVERSIONS)
+        return [f"Meta reported actions ({types}) but none of them counts as a conversion ({wanted}), so conversions "
+                f"are 0; if some of them are your conversions, list them in `conversion_actions:` on the source"]

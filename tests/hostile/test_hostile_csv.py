@@ -104,16 +104,45 @@ def test_negative_numbers_are_refused(home, tmp_path, cell, column):
 
 @pytest.mark.parametrize("line,expected", [
     ("{d},Spring,g1,a1,,5,12.5,1,20,EUR", "column 'impressions' is blank"),
+    ("{d},Spring,g1,a1,100,,12.5,1,20,EUR", "column 'clicks' is blank"),
     ("{d},Spring,g1,a1,100,5,,1,20,EUR", "column 'spend' is blank"),
     ("{d},,g1,a1,100,5,12.5,1,20,EUR", "column 'campaign' is blank"),
-    ("{d},Spring,g1,a1,100,5,12.5,,20,EUR", "conversions has no value"),
+    (",Spring,g1,a1,100,5,12.5,1,20,EUR", "column 'date' is blank"),
     ("{d},Spring,g1,a1,100,5", "has 6 field(s) where the header has 10"),
     ("{d},Spring,g1,a1,100,5,12.5,1,20,EUR,extra", "has 11 field(s) where the header has 10"),
 ])
-def test_blank_cells_and_short_rows_are_not_read_as_zero(home, tmp_path, line, expected):
+def test_blank_required_cells_and_short_rows_are_not_read_as_zero(home, tmp_path, line, expected):
     start = csv_campaign(tmp_path)
     export(tmp_path, HEADER + good_rows(start, 1) + line.format(d=start + dt.timedelta(days=1)) + "\n")
     refused_without_change(sqlite_url(home), ("week1.csv line 3", expected), lambda: ingest.run_source("li"))
+
+
+def test_blank_conversion_cells_are_stored_as_unknown_not_zero(store_url, tmp_path):
+    start = csv_campaign(tmp_path)
+    export(tmp_path, HEADER + "".join(f"{d},Spring,g1,a1,100,5,12.5,,,EUR\n" for d in days(start, 3)))
+    result = ingest.run_source("li", url=store_url)
+    assert result.rows_written == 3
+    stored = rows(url=store_url, source="li")
+    assert [(r["impressions"], r["conversions"], r["conversion_value"]) for r in stored] == [(100, None, None)] * 3
+    with db.session(store_url) as s:
+        report = metrics.campaign_report(s, "acme-spring")
+    assert report["to_date"]["impressions"] == 300 and report["to_date"]["spend"] == 37.5
+    assert report["to_date"]["conversions"] is None and report["to_date"]["cpa"] is None, "unknown, not 0"
+    # Known conversions of a later export count; the blank days stay unknown rather than 0.
+    export(tmp_path, HEADER + f"{start + dt.timedelta(days=3)},Spring,g1,a1,100,5,12.5,2,40,EUR\n", "week2.csv")
+    ingest.run_source("li", url=store_url)
+    with db.session(store_url) as s:
+        report = metrics.campaign_report(s, "acme-spring")
+    assert report["to_date"]["conversions"] == 2 and report["to_date"]["cpa"] == 25.0
+
+
+def test_kpis_say_conversions_not_reported_when_an_export_leaves_them_blank(home, tmp_path):
+    start = csv_campaign(tmp_path)
+    export(tmp_path, HEADER + "".join(f"{d},Spring,g1,a1,100,5,12.5,,,EUR\n" for d in days(start, 3)))
+    ingest.run_source("li")
+    shown = cli("kpis", "acme-spring")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "conversions not reported" in shown.stdout and "300 impressions" in shown.stdout, shown.stdout
 
 
 @pytest.mark.parametrize("day", ["0001-01-01", "2999-01-01"])
@@ -207,14 +236,18 @@ def test_errors_never_repeat_the_file_content(home, tmp_path):
 
 # -- section 6: a source shared by two campaigns with different settings -------------------------
 
-@pytest.mark.parametrize("field,one,other", [
-    ("lookback_days", 3, 7), ("schedule", "0 6 * * *", "30 5 * * *"),
-    ("conversion_actions", ["purchase"], ["lead"]), ("columns", {"spend": "Cost"}, {"spend": "Amount"}),
+SHARED = {"meta": {"account": "act_1234", "base_url": "http://127.0.0.1:9/v25.0"},
+          "csv": {"account": "act_1234", "path": "exports"},
+          "ga4": {"account": "312345678", "base_url": "http://127.0.0.1:9/v1beta"}}
+
+
+@pytest.mark.parametrize("kind,field,one,other", [
+    ("meta", "lookback_days", 3, 7), ("meta", "schedule", "0 6 * * *", "30 5 * * *"),
+    ("meta", "conversion_actions", ["purchase"], ["lead"]), ("csv", "columns", {"spend": "Cost"}, {"spend": "Amount"}),
+    ("ga4", "metrics", {"keyEvents": "conversions"}, {"sessions": "clicks", "keyEvents": "conversions"}),
 ])
-def test_a_source_shared_with_different_settings_is_refused_at_registration(home, field, one, other):
-    kind = "csv" if field == "columns" else "meta"
-    base = {"name": "shared", "kind": kind, "account": "act_1234"}
-    base.update({"path": "exports"} if kind == "csv" else {"base_url": "http://127.0.0.1:9/v25.0"})
+def test_a_source_shared_with_different_settings_is_refused_at_registration(home, kind, field, one, other):
+    base = {"name": "shared", "kind": kind, **SHARED[kind]}
     register([{**base, field: one}], campaign_id="alpha")
     before = store_row_counts(sqlite_url(home))
     with pytest.raises(UserError, match=f"campaigns 'alpha' and 'beta' both name source 'shared' but with a "
@@ -269,6 +302,18 @@ def test_a_failed_backfill_does_not_promise_the_next_run_continues_it(home, serv
     assert "next run continues" not in message
     assert f"run `campaignflow ingest meta --since {start} --until {until}` again" in message
     assert "next run continues" not in runs("meta")[0]["error"]
+
+
+def test_a_failed_run_from_the_cursor_says_the_next_run_continues_it(home, server):
+    data = register([meta(server)])
+    start = start_of(data)
+    server.fail_next("meta", 503, {"error": {"message": "unavailable", "code": 2}}, times=3)
+    with pytest.raises(UserError) as err:
+        run("meta", "meta", start + dt.timedelta(days=2), max_attempts=3)
+    message = str(err.value)
+    assert message.count("the next run continues from the same cursor") == 1, message
+    assert "backfill" not in message and "--since" not in message
+    assert "the next run continues from the same cursor" in runs("meta")[0]["error"]
 
 
 @pytest.mark.parametrize("kind,account,url,expected", [
