@@ -77,3 +77,9 @@ def cursor(source: str, account: str, url: str | None = None):
 def runs(source: str, url: str | None = None) -> list:
     with db.session(url) as s:
         return [r.model_dump() for r in ingest.last_runs(s, source)]
+
+
+def meta_source(server, name: str = "meta-main", **kw) -> dict:
+    """A Meta source reading the local platform server's campaign c-1."""
+    return {"name": name, "kind": "meta", "account": "act_1234", "base_url": server.url + API_PATH["meta"],
+            "campaigns": ["c-1"], **kw}

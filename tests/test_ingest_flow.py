@@ -13,7 +13,7 @@ from campaignflow import db
 from campaignflow import models as m
 from campaignflow.connectors.base import AuthError
 from conftest import cli
-from ingest_helpers import API_PATH, register, rows, start_of
+from ingest_helpers import meta_source, register, rows, start_of
 from platform_servers import TOKEN, PlatformServer, days, meta_row
 
 
@@ -21,11 +21,6 @@ from platform_servers import TOKEN, PlatformServer, days, meta_row
 def server():
     with PlatformServer(meta_page_size=5) as srv:
         yield srv
-
-
-def meta_source(server: PlatformServer, **kw) -> dict:
-    return {"name": "meta-main", "kind": "meta", "account": "act_1234", "base_url": server.url + API_PATH["meta"],
-            "campaigns": ["c-1"], **kw}
 
 
 def fill(server: PlatformServer, start: dt.date, n: int = 6) -> None:

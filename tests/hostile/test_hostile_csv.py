@@ -17,7 +17,7 @@ from campaignflow import db, ingest, metrics
 from campaignflow import models as m
 from campaignflow.errors import SpecInvalid, UserError
 from conftest import cli, future_spec, write_spec
-from ingest_helpers import API_PATH, cursor, register, rows, run, runs, start_of
+from ingest_helpers import API_PATH, cursor, meta_source, register, rows, run, runs, start_of
 from invariants import assert_refused, store_row_counts
 from platform_servers import TOKEN, PlatformServer, days, meta_row
 
@@ -273,13 +273,9 @@ def server():
         yield srv
 
 
-def meta(server: PlatformServer, **kw) -> dict:
-    return {"name": "meta", "kind": "meta", "account": "act_1234", "base_url": server.url + API_PATH["meta"],
-            "campaigns": ["c-1"], **kw}
-
 
 def test_data_through_is_the_last_day_with_data_not_the_cursor(home, server):
-    data = register([meta(server)])
+    data = register([meta_source(server, "meta")])
     start = start_of(data)
     server.meta += [meta_row(d, "c-1", "Spring", "a1", 100, 5, 10.0) for d in days(start, 3)]
     run("meta", "meta", start + dt.timedelta(days=9), since=start)
@@ -292,7 +288,7 @@ def test_data_through_is_the_last_day_with_data_not_the_cursor(home, server):
 
 
 def test_a_failed_backfill_does_not_promise_the_next_run_continues_it(home, server):
-    data = register([meta(server)])
+    data = register([meta_source(server, "meta")])
     start = start_of(data)
     server.fail_next("meta", 503, {"error": {"message": "unavailable", "code": 2}}, times=3)
     until = start + dt.timedelta(days=2)
@@ -305,7 +301,7 @@ def test_a_failed_backfill_does_not_promise_the_next_run_continues_it(home, serv
 
 
 def test_a_failed_run_from_the_cursor_says_the_next_run_continues_it(home, server):
-    data = register([meta(server)])
+    data = register([meta_source(server, "meta")])
     start = start_of(data)
     server.fail_next("meta", 503, {"error": {"message": "unavailable", "code": 2}}, times=3)
     with pytest.raises(UserError) as err:
@@ -339,7 +335,7 @@ def test_a_missing_credentials_block_falls_back_to_the_environment(prefect_api, 
     from blocks.platform_credentials import load_credentials
     from flows.ingest_metrics import ingest_metrics
 
-    data = register([meta(server, credentials="no-such-block")])
+    data = register([meta_source(server, "meta", credentials="no-such-block")])
     start = start_of(data)
     server.meta += [meta_row(d, "c-1", "Spring", "a1", 100, 5, 10.0) for d in days(start, 2)]
     monkeypatch.delenv("CAMPAIGNFLOW_META_ACCESS_TOKEN", raising=False)
@@ -354,7 +350,7 @@ def test_a_missing_credentials_block_falls_back_to_the_environment(prefect_api, 
 
 
 def test_the_unmapped_line_counts_this_runs_rows(home, server):
-    data = register([meta(server)])
+    data = register([meta_source(server, "meta")])
     start = start_of(data)
     server.meta += [meta_row(d, "c-9", "Someone else's", "z1", 10, 1, 1.0) for d in days(start, 5)]
     env = {"CAMPAIGNFLOW_META_ACCESS_TOKEN": TOKEN}
