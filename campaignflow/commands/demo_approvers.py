@@ -23,6 +23,11 @@ class DemoApprovers:
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._answer,), daemon=True)
 
     def __enter__(self) -> "DemoApprovers":
+        # Import Prefect here, in the main thread: importing it in the thread while the main thread imports
+        # the lifecycle flow made Prefect print "Failed to initialize plugins" (a half-imported module).
+        from flows.gates import decide_and_resume
+
+        self.decide_and_resume = decide_and_resume
         self.thread.start()
         return self
 
@@ -38,8 +43,6 @@ class DemoApprovers:
                            "budget": "Within plan."}.get(gate.kind, "Looks good.")
 
     def _answer(self) -> None:
-        from flows.gates import decide_and_resume
-
         while not self.stop.wait(self.pause):
             with db.session() as s:
                 pending = pending_for(s, campaign_id=self.campaign_id)
@@ -47,7 +50,7 @@ class DemoApprovers:
                 continue
             gate, left = pending[0]
             outcome, comment = self._decision_for(gate)
-            decide_and_resume(gate.id, left[0], outcome, comment, entry_point="demo")
+            self.decide_and_resume(gate.id, left[0], outcome, comment, entry_point="demo")
             verb = {"approve": "approves", "request_changes": "requests changes on"}[outcome]
             self.console.print(f"          demo: {left[0]} {verb} gate #{gate.id}"
                                + (f': "{comment}"' if outcome != "approve" else ""), highlight=False)
