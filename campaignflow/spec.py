@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from campaignflow.errors import SpecInvalid
@@ -218,8 +219,9 @@ class MeasurementSource(Strict):
         elif self.base_url and self.kind in self._API_EXAMPLES and not re.fullmatch(self._API_VERSION, self.base_url):
             problems.append(f"base_url: {self.base_url!r} has no API version at its end; write it as "
                             f"{self._API_EXAMPLES[self.kind]} (or your proxy's address followed by the version)")
-        if self.schedule and len(self.schedule.split()) != 5:
-            problems.append(f"schedule: {self.schedule!r} is not a cron expression of 5 fields, e.g. '0 6 * * *'")
+        if self.schedule and (why := _cron_refusal(self.schedule)):
+            problems.append(f"schedule: {self.schedule!r} is not a cron expression ({why}); "
+                            "write minute hour day month weekday, e.g. '0 6 * * *'")
         return problems
 
 
@@ -741,3 +743,14 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "campaignflow campaign spec"
     return schema
+
+
+def _cron_refusal(expression: str) -> str | None:
+    """Why cron cannot read `expression`, or None when it can."""
+    if len(expression.split()) != 5:  # cronsim also takes 6 fields, seconds first, which Prefect reads otherwise
+        return f"{len(expression.split())} fields instead of 5"
+    try:
+        CronSim(expression, dt.datetime(2000, 1, 1))
+    except CronSimError as exc:
+        return str(exc).lower()
+    return None

@@ -8,99 +8,66 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
+from graphlib import CycleError, TopologicalSorter
+
+import numpy as np
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
     """A dependency cycle as a path that starts and ends at the same node, or None.
 
-    `graph[a]` lists what `a` depends on.
+    `graph[a]` lists what `a` depends on; in the path each node depends on the next.
     """
-    WHITE, GREY, BLACK = 0, 1, 2
-    colour = {node: WHITE for node in graph}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = GREY
-        stack.append(node)
-        for dep in graph.get(node, []):
-            if colour.get(dep, BLACK) == GREY:
-                return stack[stack.index(dep):] + [dep]
-            if colour.get(dep) == WHITE:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        colour[node] = BLACK
-        return None
-
-    for node in graph:
-        if colour[node] == WHITE:
-            found = visit(node)
-            if found:
-                return found
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as cycle:
+        # graphlib lists each node before the nodes that depend on it: reversed, each depends on the next.
+        return list(reversed(cycle.args[1]))
     return None
 
 
 def topological_order(graph: dict[str, list[str]]) -> list[str]:
-    """Nodes so that each comes after everything it depends on (stable for ties)."""
-    done: list[str] = []
-    seen: set[str] = set()
+    """Nodes so that each comes after everything it depends on."""
+    return list(TopologicalSorter(graph).static_order())
 
-    def visit(node: str) -> None:
-        if node in seen:
-            return
-        seen.add(node)
-        for dep in graph.get(node, []):
-            visit(dep)
-        done.append(node)
 
-    for node in graph:
-        visit(node)
-    return done
+# One numpy calendar per holiday set: a reminder sweep asks about the same few sets for thousands of items.
+@lru_cache(maxsize=256)
+def business_calendar(holidays: frozenset[dt.date] = frozenset()) -> np.busdaycalendar:
+    """Monday to Friday, minus `holidays` (concrete dates: list every year the schedule can reach)."""
+    return np.busdaycalendar(holidays=sorted(holidays))
+
+
+def _date(day: np.datetime64) -> dt.date:
+    return day.astype(dt.date)
 
 
 def is_business_day(day: dt.date, holidays: frozenset[dt.date] = frozenset()) -> bool:
-    return day.weekday() < 5 and day not in holidays
+    return bool(np.is_busday(day, busdaycal=business_calendar(holidays)))
 
 
 def next_business_day(day: dt.date, holidays: frozenset[dt.date] = frozenset()) -> dt.date:
     """`day` itself if it is a business day, else the next one."""
-    while not is_business_day(day, holidays):
-        day += dt.timedelta(days=1)
-    return day
+    return _date(np.busday_offset(day, 0, roll="forward", busdaycal=business_calendar(holidays)))
 
 
 def add_business_days(start: dt.date, days: int, holidays: frozenset[dt.date] = frozenset()) -> dt.date:
     """The last working day of a task of `days` business days that starts on `start` (a business day)."""
-    day = next_business_day(start, holidays)
-    remaining = days - 1
-    while remaining > 0:
-        day += dt.timedelta(days=1)
-        if is_business_day(day, holidays):
-            remaining -= 1
-    return day
+    return _date(np.busday_offset(start, max(days - 1, 0), roll="forward", busdaycal=business_calendar(holidays)))
 
 
-# Cached: a reminder sweep asks the same few (day, n, holidays) questions for thousands of items.
-@lru_cache(maxsize=4096)
 def shift_business_days(day: dt.date, n: int, holidays: frozenset[dt.date]) -> dt.date:
     """The n-th business day after `day` (before it when n < 0; n = 0: `day` itself)."""
-    step = dt.timedelta(days=1 if n > 0 else -1)
-    remaining = abs(n)
-    while remaining:
-        day += step
-        if is_business_day(day, holidays):
-            remaining -= 1
-    return day
+    if n == 0:
+        return day
+    # From a day off, step n counts from the business day behind us: roll back to go forward, forward to go back.
+    roll = "backward" if n > 0 else "forward"
+    return _date(np.busday_offset(day, n, roll=roll, busdaycal=business_calendar(holidays)))
 
 
 def business_days_between(start: dt.date, end: dt.date, holidays: frozenset[dt.date] = frozenset()) -> int:
     """Business days in [start, end)."""
-    count, day = 0, start
-    while day < end:
-        count += is_business_day(day, holidays)
-        day += dt.timedelta(days=1)
-    return count
+    return int(np.busday_count(start, end, busdaycal=business_calendar(holidays)))
 
 
 @dataclass(frozen=True)
@@ -146,7 +113,7 @@ def schedule(
         latest_finish = min((latest_start[d] for d in dependants[key]), default=total)
         latest_start[key] = latest_finish - durations[key]
     slots = []
-    for key in order:
+    for key in durations:  # in the order the spec lists them
         earliest_offset = business_days_between(start, starts[key], holidays)
         slots.append(Slot(key, starts[key], dues[key], durations[key], latest_start[key] == earliest_offset))
     return slots

@@ -78,6 +78,10 @@ CASES = {
     "empty approvers": (mutate(approvals__goals__approvers=[]), ["approvals.goals.approvers: is empty"]),
     "bad currency": (mutate(currency="euro"), ["currency: must be a 3-letter currency code"]),
     "unknown kpi": (mutate(goals__0__kpi="happiness"), ["goals[0].kpi: 'happiness' is not a KPI campaignflow measures"]),
+    "cron out of range": (mutate(measurement__sources__0__schedule="99 * * * *"),
+                          ["measurement.sources[0].schedule: '99 * * * *' is not a cron expression (bad minute)"]),
+    "cron of 3 fields": (mutate(measurement__sources__0__schedule="0 6 *"),
+                         ["schedule: '0 6 *' is not a cron expression (3 fields instead of 5)", "e.g. '0 6 * * *'"]),
 }
 
 
