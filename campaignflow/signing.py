@@ -1,6 +1,6 @@
-"""One-click decision links: HMAC-signed, bound to one gate and one approver, expiring, single use.
+"""One-click decision links: signed (itsdangerous), bound to one gate and one approver, expiring, single use.
 
-A token is `payload.signature`, both base64url. The payload names the gate,
+A token is itsdangerous' URL-safe `payload.signature`. The payload names the gate,
 the person, the decision, an expiry and a nonce; the nonce is stored when
 the link is used, so a second use is refused.
 """
@@ -15,6 +15,8 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+
+from itsdangerous import BadData, URLSafeSerializer
 
 from campaignflow import settings
 from campaignflow.errors import UserError
@@ -85,33 +87,44 @@ def _create_key(path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(secret(), salt="campaignflow.decision-link",
+                             signer_kwargs={"digest_method": hashlib.sha256})
 
 
 def sign(gate_id: int, person: str, decision: str = "approve", ttl: int = DEFAULT_TTL, now: float | None = None) -> str:
-    payload = {"g": gate_id, "p": person, "d": decision, "e": int((now or time.time()) + ttl),
-               "n": secrets.token_urlsafe(12)}
-    body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-    return f"{body}.{_b64(hmac.new(secret(), body.encode(), hashlib.sha256).digest())}"
+    return _serializer().dumps({"g": gate_id, "p": person, "d": decision, "e": int((now or time.time()) + ttl),
+                                "n": secrets.token_urlsafe(12)})
 
 
 def verify(token: str, now: float | None = None) -> LinkClaim:
     """The claim in a genuine, unexpired token; `LinkRefused` otherwise (use is checked in the store)."""
+    if "." not in token:
+        raise _incomplete()
     try:
-        body, signature = token.split(".")
-        expected = _b64(hmac.new(secret(), body.encode(), hashlib.sha256).digest())
-    except ValueError:
-        raise LinkRefused("This link is incomplete or was altered. Ask for a new one.", 400) from None
-    # Compared as bytes: a link can carry any character, and compare_digest refuses non-ASCII text.
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
-        raise LinkRefused("This link was altered or was not issued by campaignflow. Nothing was recorded.", 403)
-    data = json.loads(_unb64(body))
+        data = _serializer().loads(token)
+    except BadData:
+        data = _legacy_payload(token)
     claim = LinkClaim(int(data["g"]), str(data["p"]), str(data["d"]), int(data["e"]), str(data["n"]))
     if claim.expires < (now or time.time()):
         raise LinkRefused("This link has expired. Decide from `campaignflow approve` or ask for a new link.", 410)
     return claim
+
+
+def _incomplete() -> LinkRefused:
+    return LinkRefused("This link is incomplete or was altered. Ask for a new one.", 400)
+
+
+# Links signed by hand before itsdangerous (2026-11-25): `base64url(json).base64url(HMAC-SHA256)`. They live
+# at most DEFAULT_TTL (7 days): delete this function, and its call above, 7 days after the release that
+# ships itsdangerous links (then `verify` refuses BadData as altered, 403).
+def _legacy_payload(token: str) -> dict:
+    try:
+        body, signature = token.split(".")
+    except ValueError:
+        raise _incomplete() from None
+    expected = base64.urlsafe_b64encode(hmac.new(secret(), body.encode(), hashlib.sha256).digest()).rstrip(b"=")
+    # Compared as bytes: a link can carry any character, and compare_digest refuses non-ASCII text.
+    if not hmac.compare_digest(signature.encode(), expected):
+        raise LinkRefused("This link was altered or was not issued by campaignflow. Nothing was recorded.", 403)
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))

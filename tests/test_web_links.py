@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
 
 import pytest
 import requests
@@ -9,7 +15,7 @@ import yaml
 from sqlmodel import select
 
 from campaignflow import db, lifecycle, models as m, store
-from campaignflow.signing import sign
+from campaignflow.signing import secret, sign, verify
 from campaignflow.spec import validate_spec_data
 from conftest import ROOT, future_spec, serve_web
 
@@ -75,6 +81,33 @@ def test_reject_link_needs_a_comment(web, budget_gate):
     assert refused.status_code == 409 and "a comment is required" in refused.text
     done = requests.post(link, data={"comment": "Media is 60 % of the budget"}, timeout=10)
     assert done.status_code == 200 and "rejected" in done.text
+
+
+
+def _link_signed_before_itsdangerous(gate_id: int, person: str, expires: float) -> str:
+    """A link as campaignflow signed them by hand until 2026-11: base64url(json).base64url(HMAC-SHA256)."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    payload = {"g": gate_id, "p": person, "d": "approve", "e": int(expires), "n": secrets.token_urlsafe(12)}
+    body = b64(json.dumps(payload, separators=(",", ":")).encode())
+    return f"{body}.{b64(hmac.new(secret(), body.encode(), hashlib.sha256).digest())}"
+
+
+def test_a_link_sent_before_the_signing_change_still_decides_until_it_expires(web, budget_gate):
+    old = _link_signed_before_itsdangerous(budget_gate.id, "priya", time.time() + 6 * 24 * 3600)
+    assert verify(old).person == "priya"
+    done = requests.post(f"{web}/decide/{old}", data={"comment": "from last week's reminder"}, timeout=10)
+    assert done.status_code == 200 and "Still waiting on felix" in done.text
+    again = requests.post(f"{web}/decide/{old}", timeout=10)
+    assert again.status_code == 409 and "already been used" in again.text  # single use, like a new link
+    body, _ = old.split(".")
+    for token, status, text in [
+        (_link_signed_before_itsdangerous(budget_gate.id, "felix", time.time() - 5), 410, "expired"),
+        (f"{body}.AAAA", 403, "altered"),
+    ]:
+        response = requests.get(f"{web}/decide/{token}", timeout=10)
+        assert response.status_code == status and text in response.text, (token, response.status_code)
 
 
 def test_json_api_needs_its_token(web, budget_gate, monkeypatch):
