@@ -176,12 +176,12 @@ def _race(env: dict[str, str], processes: int = 5) -> None:
 def _at_head(url: str) -> bool:
     from sqlalchemy import create_engine, text
 
-    from campaignflow.db import schema_heads
+    from campaignflow.db import SCHEMA_HEAD
 
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return {r[0] for r in conn.execute(text("select version_num from alembic_version"))} == schema_heads()
+            return {r[0] for r in conn.execute(text("select version_num from alembic_version"))} == {SCHEMA_HEAD}
     finally:
         engine.dispose()
 
