@@ -18,14 +18,14 @@ are written back in bulk, in the sweep's one transaction.
 from __future__ import annotations
 
 import datetime as dt
-import heapq
+from bisect import insort
 import time
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, or_, select, text
+from sqlalchemy import Select, and_, bindparam, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -33,6 +33,7 @@ from campaignflow import models as m
 from campaignflow.approvals import active_delegations
 from campaignflow.models_notify import DeliverableReminder, GateReminder, NotifySettings, ReminderCount
 from campaignflow.notify.audience import Audience, _holidays, _zone, ensure_settings
+from campaignflow.notify import sla
 from campaignflow.notify.channels import ChannelRegistry
 from campaignflow.notify.outbox import Message, enqueue
 from campaignflow.notify.templates import render
@@ -182,15 +183,13 @@ class Reach:
 class Window(NamedTuple):
     """Which open items a sweep reads: those that may be due by the horizon and were not reminded today."""
 
-    now: dt.datetime
     horizon: dt.datetime
     opened_before: dt.datetime  # gates without a due time, opened before this, may be past their turnaround
     latest_today: dt.date  # the latest "today" of any campaign: an item reminded on it cannot be due again yet
     standing_in: dict[str, str]  # who stands in for whom today
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One reminder line for one person, on its way to a message."""
 
     item: OpenItem
@@ -202,7 +201,7 @@ class Line:
     @property
     def order(self) -> tuple:
         """As a digest lists them: overdue first, then by due date, then by item."""
-        return (self.verdict.state != "overdue", self.verdict.due, self.item.kind, self.item.id)
+        return (self.verdict.state != "overdue", self.verdict.due, self.item.kind, self.item.id, self.handle)
 
     @property
     def escalated(self) -> bool:
@@ -233,10 +232,6 @@ def _count(row) -> Count:
     return Count(row.reminders or 0, row.last_reminded_on, row.level or 0)
 
 
-def _stand_ins(people: Iterable[str], window: Window) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(window.standing_in.get(p, p) for p in people))
-
-
 def _open_gates(s: Session, window: Window) -> Iterator[OpenItem]:
     G = m.ApprovalGate
     decided: dict[int, set[str]] = {}
@@ -246,12 +241,13 @@ def _open_gates(s: Session, window: Window) -> Iterator[OpenItem]:
     query = (select(G.id, G.campaign_id, G.key, G.title, G.approvers, G.due_at, G.opened_at)
              .where(G.status == "open", or_(G.due_at <= window.horizon,
                                             and_(G.due_at.is_(None), G.opened_at <= window.opened_before))))
-    for row in s.execute(_counted(query, GateReminder, G.id, window)):
+    for row in s.connection().execute(_counted(query, GateReminder, G.id, window)):
         done = decided.get(row.id, ())
         waiting = [p for p in row.approvers if p not in done]
         if waiting:
             due_at = m.as_utc(row.due_at) if row.due_at is not None else None
-            yield OpenItem("gate", row.id, row.campaign_id, row.key, row.title, _stand_ins(waiting, window), None,
+            waiting = tuple(dict.fromkeys(window.standing_in.get(p, p) for p in waiting))
+            yield OpenItem("gate", row.id, row.campaign_id, row.key, row.title, waiting, None,
                            due_at, m.as_utc(row.opened_at), _count(row))
 
 
@@ -259,9 +255,9 @@ def _open_deliverables(s: Session, window: Window) -> Iterator[OpenItem]:
     D = m.Deliverable
     query = (select(D.id, D.campaign_id, D.key, D.name, D.owner, D.due)
              .where(D.status.in_(m.OWNER_TO_MOVE), D.due <= window.horizon.date()))
-    for row in s.execute(_counted(query, DeliverableReminder, D.id, window)):
+    for row in s.connection().execute(_counted(query, DeliverableReminder, D.id, window)):
         yield OpenItem("deliverable", row.id, row.campaign_id, row.key, f"{row.name} ({row.key})",
-                       _stand_ins([row.owner], window), row.due, None, None, _count(row))
+                       (window.standing_in.get(row.owner, row.owner),), row.due, None, None, _count(row))
 
 
 def _gate_action(line: Line) -> str:
@@ -289,8 +285,6 @@ KINDS = {kind.name: kind for kind in (
 
 def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None) -> SweepReport:
     """One reminder and SLA sweep over every open item; returns what it did."""
-    from campaignflow.notify import sla
-
     now = (now or dt.datetime.now(UTC)).astimezone(UTC)
     report = SweepReport()
     clock = _Clock(report)
@@ -307,14 +301,15 @@ def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None)
     campaigns = {row.campaign_id: _Campaign(Audience(row.campaign_id, row.settings, registry), now, reach)
                  for row in enabled}
     horizon = now + dt.timedelta(days=calendar_span(max(row.lead_days for row in enabled)))
-    window = Window(now, horizon, horizon - dt.timedelta(days=min(row.turnaround_days for row in enabled)),
+    window = Window(horizon, horizon - dt.timedelta(days=min(row.turnaround_days for row in enabled)),
                     max(c.rules.today for c in campaigns.values()), active_delegations(s, now.date()))
     clock("settings")
 
-    counts: dict[Kind, list[tuple[int, Count]]] = {kind: [] for kind in KINDS.values()}
+    counts: dict[Kind, list[dict]] = {kind: [] for kind in KINDS.values()}
     escalations: list[tuple[OpenItem, Verdict]] = []
     out = _Outgoing()
     for kind in KINDS.values():
+        saved = counts[kind]
         for item in kind.open_items(s, window):
             c = campaigns.get(item.campaign_id)
             if c is None:
@@ -327,7 +322,7 @@ def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None)
             if verdict.count is None:
                 continue
             report.reminded += 1
-            counts[kind].append((item.id, verdict.count))
+            saved.append({"item_id": item.id, **verdict.count._asdict()})
             if verdict.count.level > item.count.level:
                 report.escalated += 1
                 escalations.append((item, verdict))
@@ -366,12 +361,19 @@ class _Campaign:
 
 @dataclass
 class _Digest:
-    """One channel's digest: its reminder lines, and who reads it."""
+    """One channel's digest: the reminder lines it lists, how many it has in all, and who reads it."""
 
     templates: str | None
-    lines: list[Line] = field(default_factory=list)
+    top: list[Line] = field(default_factory=list)  # the first DIGEST_LIMIT lines in the digest's order
+    count: int = 0  # lines in all
     people: dict[str, str] = field(default_factory=dict)  # handle -> name, in the order they first appear
     campaigns: set[str] = field(default_factory=set)
+
+    def add(self, line: Line) -> None:
+        self.count += 1
+        if len(self.top) < DIGEST_LIMIT or line.order < self.top[-1].order:
+            insort(self.top, line, key=Line.order.fget)
+            del self.top[DIGEST_LIMIT:]
 
 
 class _Outgoing:
@@ -388,8 +390,9 @@ class _Outgoing:
         d = self.digests.get(line.channel)
         if d is None:
             d = self.digests[line.channel] = _Digest(line.aud.settings.get("templates"))
-        d.lines.append(line)
-        d.people.setdefault(line.handle, line.aud.name_of(line.handle))
+        d.add(line)
+        if line.handle not in d.people:
+            d.people[line.handle] = line.aud.name_of(line.handle)
         d.campaigns.add(line.aud.campaign_id)
 
     def messages(self, now: dt.datetime) -> list[Message]:
@@ -404,10 +407,8 @@ class _Outgoing:
             messages.append(_message(f"rem:{item['key']}:{item['reminders']}:{line.channel}", item["campaign_id"],
                                      line.handle, line.channel, title, body))
         for channel, digest in self.digests.items():
-            count = len(digest.lines)
-            top = heapq.nsmallest(DIGEST_LIMIT, digest.lines, key=lambda line: line.order)
-            title, body = render("digest", {"items": [_view(line) for line in top],
-                                            "more": max(count - DIGEST_LIMIT, 0), "count": count,
+            title, body = render("digest", {"items": [_view(line) for line in digest.top],
+                                            "more": max(digest.count - DIGEST_LIMIT, 0), "count": digest.count,
                                             "recipients": [{"handle": h, "name": n} for h, n in digest.people.items()]},
                                  digest.templates)
             # Sweeps run one at a time and commit their reminder counts with these rows, so a sweep can
@@ -432,15 +433,17 @@ def _message(key: str, campaign_id: str, recipient: str, channel: str, title: st
                    channel="" if unrouted else channel, title=title, body=body)
 
 
-def _save_counts(s: Session, table: type[ReminderCount], counts: list[tuple[int, Count]]) -> None:
-    """Upsert the new reminder counts in one statement, through the dialect's INSERT .. ON CONFLICT DO UPDATE."""
+def _save_counts(s: Session, table: type[ReminderCount], counts: list[dict]) -> None:
+    """Upsert the new reminder counts ({item_id, reminders, last_reminded_on, level}) in one statement, through
+    the dialect's INSERT .. ON CONFLICT DO UPDATE."""
     if not counts:
         return
-    key = table.__table__.primary_key.columns.values()[0].name
+    table = table.__table__
+    key = table.primary_key.columns.values()[0]
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[s.get_bind().dialect.name]
-    stmt = insert(table)
-    s.execute(stmt.on_conflict_do_update(index_elements=[key], set_={c: stmt.excluded[c] for c in Count._fields}),
-              [{key: item_id, **count._asdict()} for item_id, count in counts])
+    stmt = insert(table).values({key: bindparam("item_id")})
+    s.connection().execute(
+        stmt.on_conflict_do_update(index_elements=[key], set_={c: stmt.excluded[c] for c in Count._fields}), counts)
 
 
 class _Clock:
