@@ -25,7 +25,7 @@ from functools import cache, partial
 from typing import Callable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, bindparam, or_, select, text
+from sqlalchemy import Select, and_, bindparam, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -147,7 +147,7 @@ def decide(item: OpenItem, rules: CampaignRules, can_tell: Callable[[str], bool]
     reminders = last.reminders + 1
     level = min((reminders - 1) // rules.escalate_after, len(rules.escalation))
     escalated = tuple(h for h in rules.escalation[level - 1] if h not in item.waiting_on) if level else ()
-    told = tuple(h for h in item.waiting_on + escalated if can_tell(h))
+    told = tuple(filter(can_tell, item.waiting_on + escalated))
     if not told:
         return Verdict(state, due, held=True)
     return Verdict(state, due, told, False, Count(reminders, rules.today, max(level, last.level)), escalated)
@@ -221,15 +221,13 @@ class Kind:
 
 
 def _counted(query: Select, counts: type[ReminderCount], item_id, window: Window) -> Select:
-    """An item query with each item's reminder count, leaving out the items reminded today."""
+    """An item query with each item's reminder count, leaving out the items reminded today. (Kinds run it on the
+    session's connection: plain Core rows, streamed, rather than ORM results buffered whole.)"""
     key = counts.__table__.primary_key.columns.values()[0]
-    return (query.add_columns(counts.reminders, counts.last_reminded_on, counts.level)
+    return (query.add_columns(func.coalesce(counts.reminders, 0).label("reminders"), counts.last_reminded_on,
+                              func.coalesce(counts.level, 0).label("level"))
             .outerjoin(counts, key == item_id)
             .where(or_(counts.last_reminded_on.is_(None), counts.last_reminded_on < window.latest_today)))
-
-
-def _count(row) -> Count:
-    return Count(row.reminders or 0, row.last_reminded_on, row.level or 0)
 
 
 def _open_gates(s: Session, window: Window) -> Iterator[OpenItem]:
@@ -241,23 +239,24 @@ def _open_gates(s: Session, window: Window) -> Iterator[OpenItem]:
     query = (select(G.id, G.campaign_id, G.key, G.title, G.approvers, G.due_at, G.opened_at)
              .where(G.status == "open", or_(G.due_at <= window.horizon,
                                             and_(G.due_at.is_(None), G.opened_at <= window.opened_before))))
-    for row in s.connection().execute(_counted(query, GateReminder, G.id, window)):
-        done = decided.get(row.id, ())
-        waiting = [p for p in row.approvers if p not in done]
+    rows = s.connection().execute(_counted(query, GateReminder, G.id, window))
+    for gate_id, campaign_id, key, title, approvers, due_at, opened_at, reminders, last_reminded_on, level in rows:
+        done = decided.get(gate_id, ())
+        waiting = tuple(dict.fromkeys(window.standing_in.get(p, p) for p in approvers if p not in done))
         if waiting:
-            due_at = m.as_utc(row.due_at) if row.due_at is not None else None
-            waiting = tuple(dict.fromkeys(window.standing_in.get(p, p) for p in waiting))
-            yield OpenItem("gate", row.id, row.campaign_id, row.key, row.title, waiting, None,
-                           due_at, m.as_utc(row.opened_at), _count(row))
+            yield OpenItem("gate", gate_id, campaign_id, key, title, waiting, None,
+                           m.as_utc(due_at) if due_at is not None else None, m.as_utc(opened_at),
+                           Count(reminders, last_reminded_on, level))
 
 
 def _open_deliverables(s: Session, window: Window) -> Iterator[OpenItem]:
     D = m.Deliverable
-    query = (select(D.id, D.campaign_id, D.key, D.name, D.owner, D.due)
+    query = (select(D.id, D.campaign_id, D.key, (D.name + " (" + D.key + ")").label("title"), D.owner, D.due)
              .where(D.status.in_(m.OWNER_TO_MOVE), D.due <= window.horizon.date()))
-    for row in s.connection().execute(_counted(query, DeliverableReminder, D.id, window)):
-        yield OpenItem("deliverable", row.id, row.campaign_id, row.key, f"{row.name} ({row.key})",
-                       (window.standing_in.get(row.owner, row.owner),), row.due, None, None, _count(row))
+    rows = s.connection().execute(_counted(query, DeliverableReminder, D.id, window))
+    for deliverable_id, campaign_id, key, title, owner, due, reminders, last_reminded_on, level in rows:
+        yield OpenItem("deliverable", deliverable_id, campaign_id, key, title, (window.standing_in.get(owner, owner),),
+                       due, None, None, Count(reminders, last_reminded_on, level))
 
 
 def _gate_action(line: Line) -> str:
@@ -322,7 +321,8 @@ def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None)
             if verdict.count is None:
                 continue
             report.reminded += 1
-            saved.append({"item_id": item.id, **verdict.count._asdict()})
+            saved.append({"item_id": item.id, "reminders": verdict.count.reminders,
+                          "last_reminded_on": verdict.count.last_reminded_on, "level": verdict.count.level})
             if verdict.count.level > item.count.level:
                 report.escalated += 1
                 escalations.append((item, verdict))
