@@ -296,12 +296,13 @@ def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None)
                         .where(NS.enabled.is_(True))).all()
     if not enabled:
         return report
-    reach = Reach(now)
-    campaigns = {row.campaign_id: _Campaign(Audience(row.campaign_id, row.settings, registry), now, reach)
-                 for row in enabled}
+    settings = {row.campaign_id: row.settings for row in enabled}
+    zones = {conf["calendar"]["timezone"] for conf in settings.values()}
     horizon = now + dt.timedelta(days=calendar_span(max(row.lead_days for row in enabled)))
     window = Window(horizon, horizon - dt.timedelta(days=min(row.turnaround_days for row in enabled)),
-                    max(c.rules.today for c in campaigns.values()), active_delegations(s, now.date()))
+                    max(now.astimezone(_zone(zone)).date() for zone in zones), active_delegations(s, now.date()))
+    reach = Reach(now)
+    campaigns: dict[str, _Campaign] = {}  # the campaigns that have a due item, as the sweep meets them
     clock("settings")
 
     counts: dict[Kind, list[dict]] = {kind: [] for kind in KINDS.values()}
@@ -312,7 +313,10 @@ def sweep(s: Session, registry: ChannelRegistry, now: dt.datetime | None = None)
         for item in kind.open_items(s, window):
             c = campaigns.get(item.campaign_id)
             if c is None:
-                continue  # notifications switched off: a few campaigns, dropped here rather than joined per row
+                if item.campaign_id not in settings:
+                    continue  # notifications switched off: a few campaigns, dropped here rather than joined per row
+                c = campaigns[item.campaign_id] = _Campaign(Audience(item.campaign_id, settings[item.campaign_id],
+                                                                     registry), now, reach)
             verdict = decide(item, c.rules, c.can_tell)
             if verdict is None:
                 continue
