@@ -292,17 +292,16 @@ def test_an_overdue_deliverable_escalates_under_its_own_key(home, chat):
     assert event.subject == "messaging-brief" and event.detail["to"] == ["tom"]
 
 
-def rules_on(today: dt.date, hour: int = 10, **settings) -> "CampaignRules":
+def rules_on(today: dt.date):
+    """A campaign's rules at 10:00 in Berlin: due soon 1 business day ahead, reminded every business day,
+    escalated to tom after 2 reminders and to maria as well after 4, gates due 2 business days after opening."""
     from campaignflow.notify.reminders import CampaignRules
-
-    holidays = frozenset(settings.pop("holidays", ()))
-    r = {"due_soon_days": 1, "every_days": 1, "escalate_after": 2, "gate_turnaround_days": 2} | settings
     from campaignflow.timeline import shift_business_days
 
-    return CampaignRules(at(today, hour).astimezone(dt.timezone.utc), BERLIN, holidays, today,
-                         shift_business_days(today, r["due_soon_days"], holidays),
-                         shift_business_days(today, -r["every_days"], holidays), r["gate_turnaround_days"],
-                         r["escalate_after"], (("tom",), ("tom", "maria")))
+    no_holidays: frozenset[dt.date] = frozenset()
+    return CampaignRules(at(today, 10).astimezone(dt.timezone.utc), BERLIN, no_holidays, today,
+                         shift_business_days(today, 1, no_holidays), shift_business_days(today, -1, no_holidays),
+                         2, 2, (("tom",), ("tom", "maria")))
 
 
 def item(due_on=None, due_at=None, opened_at=None, reminders=0, last=None, level=0, waiting=("priya",)):
