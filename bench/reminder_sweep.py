@@ -12,7 +12,8 @@ ahead, then times, in the same run:
 - the cold settings cache (every campaign's spec parsed once, as after registering them);
 - delivery throughput of outbox rows to a local HTTP endpoint through apprise (json://).
 
-Targets: first sweep <= 2 s and <= 3x the baseline. Ends with one JSON line.
+Targets: first sweep <= 1 s and <= 5x the baseline (issue 10: readable beats the last factor of two).
+Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def main() -> None:
         "ratio": round(first_s / baseline, 2), "steady_sweep_seconds": round(second_s, 4),
         "steady_ratio": round(second_s / baseline, 2), "cold_settings_seconds": round(cold_s, 3),
         "delivery_messages_per_second": round(rate, 1), "delivered": delivered.sent,
-        "target_met": first_s <= 2 and first_s / baseline <= 3,
+        "target_met": first_s <= 1 and first_s / baseline <= 5,
     }
     print(json.dumps(result))
 

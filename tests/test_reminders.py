@@ -292,18 +292,52 @@ def test_an_overdue_deliverable_escalates_under_its_own_key(home, chat):
     assert event.subject == "messaging-brief" and event.detail["to"] == ["tom"]
 
 
-@pytest.mark.parametrize("raw", [True, False], ids=["sqlite-text", "datetime"])
-@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
-                                  "Pacific/Chatham", "UTC"])
-def test_local_days_agree_with_time_zone_conversion_across_daylight_saving_and_far_away(zone, raw):
-    from campaignflow.notify.reminders import _LocalDays, _StoreForm
+def rules_on(today: dt.date):
+    """A campaign's rules at 10:00 in Berlin: due soon 1 business day ahead, reminded every business day,
+    escalated to tom after 2 reminders and to maria as well after 4, gates due 2 business days after opening."""
+    from campaignflow.notify.reminders import CampaignRules
+    from campaignflow.timeline import shift_business_days
 
-    tz, form = ZoneInfo(zone), _StoreForm(raw)
-    days = _LocalDays(tz, dt.date(2027, 3, 28), form)  # Europe's clocks go forward that night
-    start = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
-    for step in range(0, 3000):  # about 14 months, every 4 h 53 min: every hour of the day, both sides of the span
-        instant = start + dt.timedelta(minutes=293 * step)
-        assert days.day_of(form.instant(instant)) == form.date(instant.astimezone(tz).date()), instant
+    no_holidays: frozenset[dt.date] = frozenset()
+    return CampaignRules(at(today, 10).astimezone(dt.timezone.utc), BERLIN, no_holidays, today,
+                         shift_business_days(today, 1, no_holidays), shift_business_days(today, -1, no_holidays),
+                         2, 2, (("tom",), ("tom", "maria")))
+
+
+def item(due_on=None, due_at=None, opened_at=None, reminders=0, last=None, level=0, waiting=("priya",)):
+    from campaignflow.notify.reminders import Count, OpenItem
+
+    return OpenItem("gate", 1, "c", "goals", "Approve goals", waiting, due_on, due_at, opened_at,
+                    Count(reminders, last, level))
+
+
+def test_the_rule_due_state_cadence_escalation_and_reachability():
+    from campaignflow.notify.reminders import decide
+
+    mon = monday()
+    tue, wed, fri = (mon + dt.timedelta(days=n) for n in (1, 2, 4))
+    rules, anyone = rules_on(tue), lambda handle: True
+    assert decide(item(due_on=tue + dt.timedelta(days=2)), rules, anyone) is None
+    assert decide(item(due_on=wed), rules, anyone).state == "due soon"
+    assert decide(item(due_on=tue), rules, anyone).state == "due today"
+    assert decide(item(due_on=mon), rules, anyone).state == "overdue"
+    # A due moment is overdue the moment it passes, and its day is the campaign's day (00:30 in Berlin).
+    assert decide(item(due_at=at(tue, 9).astimezone(dt.timezone.utc)), rules, anyone).state == "overdue"
+    assert decide(item(due_at=at(wed, 0, 30).astimezone(dt.timezone.utc)), rules, anyone).due == wed
+    # Without a due moment a gate is due `gate_turnaround_days` business days after it opened: Fri -> Tue.
+    assert decide(item(opened_at=at(fri - dt.timedelta(days=7), 12)), rules, anyone).due == tue
+
+    first = decide(item(due_on=mon), rules, anyone)
+    assert first.told == ("priya",) and first.count.reminders == 1 and first.escalated == ()
+    assert decide(item(due_on=mon, reminders=1, last=tue), rules, anyone).told == ()  # once a business day
+    third = decide(item(due_on=mon, reminders=2, last=mon), rules, anyone)
+    assert third.told == ("priya", "tom") and third.escalated == ("tom",) and third.count.level == 1
+    fifth = decide(item(due_on=mon, reminders=4, last=mon, level=1), rules, anyone)
+    assert fifth.escalated == ("tom", "maria") and fifth.count.level == 2
+
+    asleep = decide(item(due_on=mon), rules, lambda handle: False)
+    assert asleep.held and asleep.told == () and asleep.count is None  # waits for the next sweep, uncounted
+    assert decide(item(due_on=mon, reminders=2, last=mon), rules, lambda handle: handle == "tom").told == ("tom",)
 
 
 def test_reminder_counts_survive_the_move_to_per_kind_tables(store_url):
@@ -365,36 +399,3 @@ def test_business_day_steps_skip_weekends_and_holidays_both_ways(start, n, expec
     from campaignflow.timeline import shift_business_days
 
     assert shift_business_days(start, n, frozenset({dt.date(2027, 1, 18)})) == expected
-
-
-@pytest.mark.parametrize("digest", [True, False])
-def test_a_sweep_leaves_none_of_its_objects_to_the_cycle_collector(home, chat, digest):
-    """The sweep runs with the collector off (it would walk the heap again and again at 100k items), so
-    what it builds must be freed by reference counting alone: no cycles left behind."""
-    import gc
-
-    from campaignflow.notify.reminders import _Campaign
-
-    registry = registry_for(chat)
-    tue = monday() + dt.timedelta(days=1)
-    cid = register(notify_spec({"timezone": "Europe/Berlin", "reminders": {"due_soon_days": 1, "digest": digest}},
-                               channels=CHANNELS))
-    for i in range(3):
-        open_gate(cid, f"review-{i}", ["maria"], kind="review", submitted_by="sam", due_at=at(tue, 17))
-    set_deliverable(cid, "messaging-brief", due=tue)
-    service.run_sweep(registry, at(tue - dt.timedelta(days=7), 9))  # warm: imports, caches, settings
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # keep what the collector finds, so the test can look at it
-    try:
-        report = service.run_sweep(registry, at(tue, 9))
-        gc.collect()
-        left = [o for o in gc.garbage if isinstance(o, _Campaign)]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        if enabled:
-            gc.enable()
-    assert report.reminded == 4
-    assert left == []

@@ -150,10 +150,6 @@ class Audience:
         self.registry = registry
         self._readers: dict[str, set[str]] | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.settings.get("enabled"))
-
     def unrouted(self, handle: str) -> str | None:
         """The outbox's stand-in channel for someone with no channel: a dead letter, or None to skip them."""
         return f"!{handle}" if self.settings.get("opted_in") else None
@@ -250,9 +246,6 @@ class Audience:
     def is_workday(self, handle: str | None, now: dt.datetime) -> bool:
         cal = self.calendar(handle)
         return is_business_day(self.local_now(handle, now).date(), _holidays(tuple(cal["holidays"])))
-
-    def holidays(self, handle: str | None) -> frozenset[dt.date]:
-        return _holidays(tuple(self.calendar(handle)["holidays"]))
 
     def quiet_until(self, handle: str | None, now: dt.datetime) -> dt.datetime | None:
         """When quiet hours end for this person, if it is quiet hours where they are now; else None."""
