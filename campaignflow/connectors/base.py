@@ -217,7 +217,7 @@ def duration(seconds: float) -> str:
 
 
 class Http:
-    """requests with timeouts and retries: 429/5xx/timeouts/cut-off answers back off (honouring Retry-After),
+    """requests with timeouts and retries (tenacity): 429/5xx/timeouts/cut-off answers back off (honouring Retry-After),
     auth errors stop, and the whole source run stays within a time cap (`max_seconds`).
 
     `before_request` lets the orchestration layer take a rate-limit slot per request (Prefect's
@@ -261,6 +261,11 @@ class Http:
 
         `asked`: the platform asked for this wait (else it is our own backoff).
         """
+        self._allow_wait(seconds, why, asked)
+        self.sleep(seconds)
+
+    def _allow_wait(self, seconds: float, why: str, asked: bool) -> None:
+        """Stop the run now if a wait would go past the time cap, else say that it waits."""
         if self.started is None:
             self.started = self.clock()
         left = self.remaining()
@@ -273,56 +278,94 @@ class Http:
             raise self.fail(RetriesExhausted, f"{why}; the next attempt would go past {self._cap()}, so the run "
                                               "stops here")
         self.notice(f"{why}; waiting {duration(seconds)}")
-        self.sleep(seconds)
 
     def notice(self, text: str) -> None:
         if self.on_notice:
             self.on_notice(redact(f"{self.source}: {text}", self.secrets))
 
+    def _backoff(self, state: Any) -> float:
+        """The wait before the next attempt: what the platform asked for; else, doubling per attempt, from the
+        platform's minimum when it throttled without saying how long, or from `backoff` with jitter (at most 60 s)."""
+        failed: _Retry = state.outcome.exception()
+        if failed.wait is not None:
+            return failed.wait
+        if failed.min_wait:
+            return failed.min_wait * 2 ** (state.attempt_number - 1)
+        return min(self.backoff * 2 ** (state.attempt_number - 1), 60.0) * (0.5 + random.random() / 2)
+
     def request(self, method: str, url: str, *, verdict: Callable[[Any], Verdict] = default_verdict,
                 what: str = "request", **kwargs: Any) -> Any:
+        """The response once the verdict says ok; retried (tenacity) while it says retry, within `max_attempts`
+        and the time cap; any other verdict stops the run with its error."""
+        import tenacity  # imported when a platform is called, not with the spec
+
         if self.started is None:
             self.started = self.clock()
-        last = ""
-        for attempt in range(1, self.max_attempts + 1):
-            left = self.remaining()
-            if left <= 0:
-                raise self.fail(RetriesExhausted, f"{what} stopped after {attempt - 1} attempt(s) ({last or 'slow answers'}): "
-                                                  f"{self._cap()} is used up")
-            if self.before_request:
-                self.before_request()
-            self.stats.requests += 1
-            wait: float | None = None
-            v: Verdict | None = None
-            try:
-                response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT, left), min(self.timeout, left)),
-                                                **kwargs)
-            except _transport_errors() as exc:
-                last = _transport_problem(exc, url, min(self.timeout, left))
-            else:
-                v = verdict(response)
-                if v.action == "ok":
-                    return response
-                if v.action == "auth":
-                    raise self.fail(AuthError, f"{what} was refused ({v.reason}); check the credentials and the "
-                                               f"account's permissions")
-                if v.action == "malformed":
-                    raise self.fail(MalformedResponse, f"{what}: {v.reason}")
-                if v.action == "error":
-                    raise self.fail(SourceError, f"{what} failed ({v.reason})")
-                if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
-                    raise self.fail(RetriesExhausted, f"{what}: {v.reason}")
-                last, wait = v.reason, v.wait
-            if attempt == self.max_attempts:
-                break
-            asked = wait is not None or bool(v and v.min_wait)  # the platform's own throttle
-            if wait is None and v is not None and v.min_wait:
-                wait = v.min_wait * 2 ** (attempt - 1)
-            if wait is None:
-                wait = min(self.backoff * 2 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
-            self.pause(wait, f"{what}: {last}; retry {attempt + 1} of {self.max_attempts}", asked)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            failed: _Retry = state.outcome.exception()
+            self._allow_wait(state.upcoming_sleep, f"{what}: {failed.reason}; retry {state.attempt_number + 1} of "
+                                                   f"{self.max_attempts}", failed.asked)
             self.stats.retries += 1
-        raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts ({last})")
+
+        def gave_up(state: tenacity.RetryCallState) -> None:
+            raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts "
+                                              f"({state.outcome.exception().reason})")
+
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(self.max_attempts), wait=self._backoff,
+                                     retry=tenacity.retry_if_exception_type(_Retry), before_sleep=before_sleep,
+                                     sleep=self.sleep, retry_error_callback=gave_up)
+        last = ""
+        for attempt in retrying:
+            with attempt:
+                left = self.remaining()
+                if left <= 0:
+                    raise self.fail(RetriesExhausted, f"{what} stopped after {attempt.retry_state.attempt_number - 1} "
+                                                      f"attempt(s) ({last or 'slow answers'}): {self._cap()} is used up")
+                try:
+                    return self._attempt(method, url, verdict, what, left, kwargs)
+                except _Retry as failed:
+                    last = failed.reason
+                    raise
+        raise AssertionError("unreachable: tenacity either returns, retries or gives up")  # pragma: no cover
+
+    def _attempt(self, method: str, url: str, verdict: Callable[[Any], Verdict], what: str, left: float,
+                 kwargs: dict[str, Any]) -> Any:
+        """One request and its verdict: the response, a `_Retry`, or the run's error."""
+        if self.before_request:
+            self.before_request()
+        self.stats.requests += 1
+        try:
+            response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT, left), min(self.timeout, left)),
+                                            **kwargs)
+        except _transport_errors() as exc:
+            raise _Retry(_transport_problem(exc, url, min(self.timeout, left))) from None
+        v = verdict(response)
+        if v.action == "ok":
+            return response
+        if v.action == "auth":
+            raise self.fail(AuthError, f"{what} was refused ({v.reason}); check the credentials and the "
+                                       f"account's permissions")
+        if v.action == "malformed":
+            raise self.fail(MalformedResponse, f"{what}: {v.reason}")
+        if v.action == "error":
+            raise self.fail(SourceError, f"{what} failed ({v.reason})")
+        if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
+            raise self.fail(RetriesExhausted, f"{what}: {v.reason}")
+        raise _Retry(v.reason, v.wait, v.min_wait)
+
+
+class _Retry(Exception):
+    """One failed attempt worth repeating: a transport problem, or a verdict of retry."""
+
+    def __init__(self, reason: str, wait: float | None = None, min_wait: float = 0.0):
+        super().__init__(reason)
+        self.reason, self.wait, self.min_wait = reason, wait, min_wait
+
+    @property
+    def asked(self) -> bool:
+        """Did the platform itself ask for a wait (its throttle), rather than our own backoff?"""
+        return self.wait is not None or bool(self.min_wait)
 
 
 def _transport_problem(exc: Exception, url: str, timeout: float) -> str:
