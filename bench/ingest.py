@@ -31,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from campaignflow import connectors, db, ingest  # noqa: E402
-from campaignflow.connectors.base import Connector, Http, MappingRule, Part, SourceConfig  # noqa: E402
+from campaignflow.connectors.base import (Connector, Http, MappingRule, MetricRow, Part, SourceConfig,  # noqa: E402
+                                          SourceOptions)
 from campaignflow.metrics import COLUMNS, NATURAL_KEY  # noqa: E402
 
 ADS = 4_000  # 4,000 ads in 400 ad groups in 40 campaigns; 250 days of them make 1,000,000 rows
@@ -43,21 +44,22 @@ class SyntheticConnector(Connector):
     """Pages like an ad platform's, built in memory; `revision` changes the numbers (a platform's restatement)."""
 
     kind = "bench"
-    default_lookback_days = 28
+    options = SourceOptions(summary="synthetic rows", account_label="any", lookback_days=28)
+    limits = None  # built in memory: no platform to throttle
     slice_days = 7
     revision = 0
 
     def pages(self, part: Part):
         day = part.since
-        page: list[tuple] = []
+        page: list[MetricRow] = []
         while day <= part.until:
             iso = day.isoformat()
             n = day.toordinal()
             for ad in range(ADS):
                 campaign = ad // 100
                 clicks = (n * 7 + ad) % 50 + self.revision
-                page.append((iso, "1234567890", f"c{campaign}", f"g{ad // 10}", f"a{ad}", f"Campaign {campaign}",
-                             clicks * 40, clicks, clicks * 0.85, clicks // 10, clicks * 1.5, "EUR"))
+                page.append(MetricRow(iso, "1234567890", f"c{campaign}", f"g{ad // 10}", f"a{ad}", f"Campaign {campaign}",
+                                      clicks * 40, clicks, clicks * 0.85, clicks // 10, clicks * 1.5, "EUR"))
                 if len(page) == PAGE:
                     yield page
                     page = []
@@ -185,7 +187,7 @@ def main() -> None:
     ap.add_argument("--pg-rows", type=int, default=1_000_000)
     ap.add_argument("--no-pg", action="store_true")
     args = ap.parse_args()
-    connectors.register("bench", SyntheticConnector)
+    connectors.register(SyntheticConnector)
     n_days = max(args.rows // ADS, 28)
     mapping = {f"c{i}": ("bench-campaign" if i < 30 else None) for i in range(ADS // 100)}
     result: dict = {"rows": n_days * ADS}

@@ -1,6 +1,9 @@
 """Prefect blocks holding ad and analytics platform credentials (secrets as `SecretStr`).
 
-Create one per account, once, in the Prefect UI (Blocks -> +) or in Python:
+One block type per registered connector, derived from the credentials model
+its module declares (campaignflow/connectors/), so a new platform gets its
+block without a line here. Create one per account, once, in the Prefect UI
+(Blocks -> +) or in Python:
 
     from blocks.platform_credentials import MetaCredentials
     MetaCredentials(access_token="EAAB...").save("acme-meta")
@@ -12,13 +15,14 @@ core never imports Prefect.
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from campaignflow import connectors
-from campaignflow.connectors.base import AuthError, SourceConfig
+from campaignflow.connectors.base import AuthError, Connector, SourceConfig
 
 
 def _plain(block: Block) -> dict[str, str]:
@@ -34,56 +38,27 @@ def _plain(block: Block) -> dict[str, str]:
     return out
 
 
-class GoogleAdsCredentials(Block):
-    """Google Ads API access: a developer token plus OAuth (a refresh token, or a short-lived access token)."""
-
-    _block_type_name = "Google Ads Credentials"
-    _block_type_slug = "campaignflow-google-ads-credentials"
-    kind: ClassVar[str] = "google_ads"
-
-    developer_token: SecretStr = Field(description="From the Google Ads API Center of your manager account.")
-    client_id: str = Field(default="", description="OAuth client id (Google Cloud console).")
-    client_secret: SecretStr | None = Field(default=None, description="OAuth client secret.")
-    refresh_token: SecretStr | None = Field(default=None, description="OAuth refresh token with the adwords scope.")
-    access_token: SecretStr | None = Field(default=None, description="Instead of a refresh token (expires in 1 h).")
-    login_customer_id: str = Field(default="", description="Manager account id when accessing a client account.")
-    token_url: str = Field(default="https://oauth2.googleapis.com/token")
-
-    def as_credentials(self) -> dict[str, str]:
-        return _plain(self)
+def _block_type(connector: type[Connector]) -> type[Block]:
+    """The Prefect block type for a connector's credentials model: the same class name, fields and docstring;
+    named by the model's title, with the slug saved blocks were created under (`campaignflow-<kind>-credentials`)."""
+    model = connector.credentials_model
+    fields = {name: copy.copy(info) for name, info in model.model_fields.items()}
+    namespace = {
+        "__module__": __name__, "__qualname__": model.__name__, "__doc__": model.__doc__,
+        "__annotations__": {"kind": ClassVar[str], **{name: info.annotation for name, info in fields.items()}},
+        **fields,
+        "_block_type_name": model.model_config.get("title") or model.__name__,
+        "_block_type_slug": f"campaignflow-{connector.kind.replace('_', '-')}-credentials",
+        "kind": connector.kind,
+        "as_credentials": _plain,
+    }
+    return type(Block)(model.__name__, (Block,), namespace)
 
 
-class MetaCredentials(Block):
-    """Meta Marketing API access: a system-user access token with ads_read."""
-
-    _block_type_name = "Meta Ads Credentials"
-    _block_type_slug = "campaignflow-meta-credentials"
-    kind: ClassVar[str] = "meta"
-
-    access_token: SecretStr = Field(description="System user token (Business Settings -> System users) with ads_read.")
-
-    def as_credentials(self) -> dict[str, str]:
-        return _plain(self)
-
-
-class Ga4Credentials(Block):
-    """Google Analytics Data API access: OAuth refresh token (or access token) with analytics.readonly."""
-
-    _block_type_name = "GA4 Credentials"
-    _block_type_slug = "campaignflow-ga4-credentials"
-    kind: ClassVar[str] = "ga4"
-
-    client_id: str = Field(default="", description="OAuth client id (Google Cloud console).")
-    client_secret: SecretStr | None = Field(default=None)
-    refresh_token: SecretStr | None = Field(default=None, description="With the analytics.readonly scope.")
-    access_token: SecretStr | None = Field(default=None, description="Instead of a refresh token (expires in 1 h).")
-    token_url: str = Field(default="https://oauth2.googleapis.com/token")
-
-    def as_credentials(self) -> dict[str, str]:
-        return _plain(self)
-
-
-BLOCKS: dict[str, type[Block]] = {"google_ads": GoogleAdsCredentials, "meta": MetaCredentials, "ga4": Ga4Credentials}
+BLOCKS: dict[str, type[Block]] = {kind: _block_type(connector) for kind, connector in connectors.registry().items()
+                                  if connector.credentials_model is not None}
+globals().update({block.__name__: block for block in BLOCKS.values()})  # e.g. MetaCredentials, as docs/ingestion.md shows
+__all__ = ["BLOCKS", "load_credentials", *(block.__name__ for block in BLOCKS.values())]
 
 
 def load_credentials(config: SourceConfig) -> dict[str, str] | None:

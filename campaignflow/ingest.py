@@ -31,7 +31,7 @@ from sqlmodel import Session, select
 
 from campaignflow import connectors, metrics
 from campaignflow import models as m
-from campaignflow.connectors.base import (ROW_FIELDS, Http, MalformedResponse, MappingRule, RetriesExhausted,
+from campaignflow.connectors.base import (MEASURES, Http, MalformedResponse, MappingRule, MetricRow, RetriesExhausted,
                                           SourceConfig, SourceError, redact)
 from campaignflow.errors import UserError
 from campaignflow.models_ingest import IngestCursor, IngestionRun
@@ -46,11 +46,9 @@ DAYS_AROUND_CAMPAIGNS = 365
 # money stays exact in a double and its sums stay finite, so `kpis` can always add them up.
 MAX_COUNT = 1_000_000_000
 MAX_MONEY = 1_000_000_000_000
-MEASURES = ("impressions", "clicks", "spend", "conversions", "conversion_value")
 MAX_VALUE = {"impressions": MAX_COUNT, "clicks": MAX_COUNT, "conversions": MAX_COUNT,
              "spend": MAX_MONEY, "conversion_value": MAX_MONEY}
 WHOLE = ("impressions", "clicks")
-FIRST_MEASURE = ROW_FIELDS.index("impressions")
 # Settings of a source that every campaign naming it must declare alike: one source is read once, one way.
 SHARED_SETTINGS = ("kind", "account", "path", "base_url", "credentials", "conversion_actions", "columns",
                    "metrics", "lookback_days", "schedule")
@@ -232,7 +230,7 @@ class Mapper:
 def lookback_days(config: SourceConfig) -> int:
     if config.lookback_days is not None:
         return config.lookback_days
-    return connectors.connector_class(config.kind).default_lookback_days
+    return connectors.connector_class(config.kind).options.lookback_days
 
 
 def allowed_dates(s: Session, config: SourceConfig) -> tuple[dt.date, dt.date] | None:
@@ -310,24 +308,24 @@ class Spool:
 
 # -- the one check every row of every source passes before it is stored ---------------------------
 
-def row_problem(row: tuple, dates: tuple[str, str] | None, may_be_unknown: frozenset[str]) -> str | None:
-    """What is wrong with one row (ROW_FIELDS order, dates as ISO text), or None: a date within `dates`, a
-    platform campaign, and each measure a finite number from 0 to its MAX_VALUE (whole for counts), or None
-    (unknown, stored as NULL) for a measure in `may_be_unknown`, the ones this source does not always report."""
-    date = row[0]
+def row_problem(row: MetricRow, dates: tuple[str, str] | None, may_be_unknown: frozenset[str]) -> str | None:
+    """What is wrong with one row (dates as ISO text), or None: a date within `dates`, a platform campaign,
+    and each measure a finite number from 0 to its MAX_VALUE (whole for counts), or None (unknown, stored as
+    NULL) for a measure in `may_be_unknown`, the ones this source does not always report."""
+    date, imp, clicks, spend, conv, value = row.date, row.impressions, row.clicks, row.spend, row.conversions, \
+        row.conversion_value
     try:  # the common case in one expression (a NaN, None or text fails it and gets the detailed look below)
-        imp, clicks, spend, conv, value = row[FIRST_MEASURE:FIRST_MEASURE + len(MEASURES)]
-        if (row[2] and type(imp) is int and type(clicks) is int and 0 <= imp <= MAX_COUNT and 0 <= clicks <= MAX_COUNT
-                and 0 <= spend <= MAX_MONEY and 0 <= conv <= MAX_COUNT and 0 <= value <= MAX_MONEY
-                and (not dates or dates[0] <= date <= dates[1])):
+        if (row.platform_campaign and type(imp) is int and type(clicks) is int and 0 <= imp <= MAX_COUNT
+                and 0 <= clicks <= MAX_COUNT and 0 <= spend <= MAX_MONEY and 0 <= conv <= MAX_COUNT
+                and 0 <= value <= MAX_MONEY and (not dates or dates[0] <= date <= dates[1])):
             return None
     except TypeError:
         pass
     if dates and not dates[0] <= date <= dates[1]:
         return f"the date {date} is outside {dates[0]} to {dates[1]}"
-    if not row[2]:
+    if not row.platform_campaign:
         return "it names no campaign (no campaign id or name)"
-    for name, value in zip(MEASURES, row[FIRST_MEASURE:FIRST_MEASURE + len(MEASURES)]):
+    for name, value in zip(MEASURES, (imp, clicks, spend, conv, value)):
         if value is None:
             if name in may_be_unknown:
                 continue
@@ -348,7 +346,7 @@ def row_problem(row: tuple, dates: tuple[str, str] | None, may_be_unknown: froze
 def _refuse(connector: Any, page: list, index: int, part: Any, problem: str, plan_: Plan) -> SourceError:
     row = page[index]
     where_in_page = getattr(page, "where", None)  # a page that knows its rows' origin (a CSV file's lines)
-    where = where_in_page(index) if where_in_page else f"{part}, the row of {row[0]} for campaign {row[2]!r}"
+    where = where_in_page(index) if where_in_page else f"{part}, the row of {row.date} for campaign {row.platform_campaign!r}"
     hint = f" ({describe_dates(plan_.dates)})" if problem.startswith("the date") and plan_.dates else ""
     return connector.http.fail(MalformedResponse, f"{where}: {problem}{hint}; fix the source and run again")
 
@@ -395,13 +393,14 @@ def fetch(plan_: Plan, credentials: dict[str, str] | None = None, progress: Prog
                     problem = row_problem(row, dates, may_be_unknown)
                     if problem:
                         raise _refuse(connector, page, i, part, problem, plan_)
-                    (date, account, pc, ad_group, ad, pc_name, imp, clicks, spend, conv, value, cur) = row
+                    pc, pc_name = row.platform_campaign, row.platform_campaign_name
                     campaign_id = mapper(pc, pc_name)
                     if campaign_id is None:
                         unmapped.setdefault(pc, [pc_name, 0])[1] += 1
-                    keys.add(hash(row[:5]))  # (date, account, platform campaign, ad group, ad)
-                    buffer.append((date, name, account, pc, ad_group, ad, pc_name, campaign_id,
-                                   imp, clicks, spend, conv, value, cur))
+                    date, account, ad_group, ad = row.date, row.account, row.ad_group, row.ad
+                    keys.add(hash((date, account, pc, ad_group, ad)))  # the row's natural key within its source
+                    buffer.append((date, name, account, pc, ad_group, ad, pc_name, campaign_id, row.impressions,
+                                   row.clicks, row.spend, row.conversions, row.conversion_value, row.currency))
                 if len(buffer) >= CHUNK_ROWS:
                     spool.write(buffer)
                     buffer = []

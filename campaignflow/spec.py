@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from campaignflow import connectors
 from campaignflow.errors import SpecInvalid
 from campaignflow.kpis import KPI_NAMES
 from campaignflow.timeline import find_cycle
@@ -99,6 +100,16 @@ class BudgetLine(Strict):
     description: str = ""
 
 
+# What each source kind takes comes from its connector's declarations (campaignflow/connectors/).
+_CONNECTORS = connectors.registry()
+SourceKind = Literal[tuple(_CONNECTORS)]  # type: ignore[valid-type]
+
+
+def _kinds_taking(option: str) -> str:
+    """The kinds whose connectors take an option (its default is not None), as a sentence names them."""
+    return " or ".join(k for k, c in _CONNECTORS.items() if getattr(c.options, option) is not None)
+
+
 class MeasurementSource(Strict):
     """One connection to a platform account (or a folder of CSV exports).
 
@@ -107,13 +118,12 @@ class MeasurementSource(Strict):
     """
 
     name: Slug
-    kind: Literal["csv", "google_ads", "meta", "ga4"] = Field(
-        description="csv (exports), google_ads (searchStream), meta (Marketing API insights), ga4 (Data API runReport).")
+    kind: SourceKind = Field(
+        description=", ".join(f"{k} ({c.options.summary})" for k, c in _CONNECTORS.items()) + ".")
     path: str | None = Field(default=None, description="For csv: a file or folder, relative to the spec file.")
     account: str = Field(
         default="",
-        description="google_ads: customer id (123-456-7890); meta: ad account id (act_123 or 123); "
-                    "ga4: property id; csv: a label of your choice.")
+        description="; ".join(f"{k}: {c.options.account_label}" for k, c in _CONNECTORS.items()) + ".")
     campaigns: list[str] = Field(
         default_factory=list,
         description="Platform campaign names or ids that belong to this campaign; "
@@ -135,8 +145,8 @@ class MeasurementSource(Strict):
     )
     lookback_days: int | None = Field(
         default=None, ge=0, le=90,
-        description="Days re-read on every run because the platform revises them "
-                    "(default: meta 28, google_ads 14, ga4 3, csv 0).")
+        description="Days re-read on every run because the platform revises them (default: "
+                    + ", ".join(f"{k} {c.options.lookback_days}" for k, c in _CONNECTORS.items()) + ").")
     credentials: str | None = Field(
         default=None,
         description="Name of the Prefect credentials block for this source (see docs/ingestion.md).")
@@ -146,79 +156,36 @@ class MeasurementSource(Strict):
         description="meta: the action types counted as conversions (default: purchase, lead, complete_registration).")
     schedule: str | None = Field(default=None, description="Cron schedule of the ingestion deployment, e.g. '0 6 * * *'.")
 
-    _ACCOUNT_FORMATS: ClassVar[dict[str, tuple[str, str]]] = {
-        "google_ads": (r"\d{3}-?\d{3}-?\d{4}", "a Google Ads customer id such as 123-456-7890"),
-        "meta": (r"(act_)?\d+", "a Meta ad account id such as act_1234567890"),
-        "ga4": (r"\d+", "a GA4 property id (digits only, e.g. 312345678)"),
-    }
     # A base_url ends in the API version (a proxy may add a path before it); without one every call is a 404.
     _API_VERSION: ClassVar[str] = r"https?://[^\s/]+(/[^\s]*)?/v\d+(\.\d+)?(alpha|beta)?\d*/?"
-    _API_EXAMPLES: ClassVar[dict[str, str]] = {"google_ads": "https://googleads.googleapis.com/v21",
-                                               "meta": "https://graph.facebook.com/v25.0",
-                                               "ga4": "https://analyticsdata.googleapis.com/v1beta"}
-    CSV_COLUMNS: ClassVar[tuple[str, ...]] = ("date", "campaign", "campaign_id", "ad_group", "ad", "impressions",
-                                              "clicks", "spend", "conversions", "conversion_value", "currency")
-    MEASURES: ClassVar[tuple[str, ...]] = ("impressions", "clicks", "spend", "conversions", "conversion_value")
-
-    def _metrics_problems(self) -> list[str]:
-        if self.metrics and self.kind != "ga4":
-            return ["metrics: only ga4 sources take `metrics` (GA4 metric: measure)"]
-        problems, claimed = [], {}
-        for name, measure in self.metrics.items():
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*(:[A-Za-z0-9_]+)?", name):
-                problems.append(f"metrics.{name}: not a GA4 metric name (e.g. sessions, keyEvents, customEvent:signup)")
-            if measure not in self.MEASURES:
-                problems.append(f"metrics.{name}: {measure!r} is not a measure; map it onto one of {', '.join(self.MEASURES)}")
-            elif measure in claimed:
-                problems.append(f"metrics.{name}: {claimed[measure]} already maps onto {measure}; one GA4 metric per measure")
-            claimed.setdefault(measure, name)
-        return problems
-
-    @staticmethod
-    def _leaves_folder(path: str) -> bool:
-        """Does `path`, read relative to the spec's folder, lead out of it (absolute, or more `..` than folders)?
-        Symlinks are followed where the files are read (campaignflow/connectors/csv.py)."""
-        if Path(path).is_absolute():
-            return True
-        depth = 0
-        for part in Path(path).parts:
-            depth += -1 if part == ".." else 0 if part == "." else 1
-            if depth < 0:
-                return True
-        return False
 
     def problems(self) -> list[str]:
         """What is wrong with this source, as `field: message` (the caller prefixes the path)."""
         problems: list[str] = []
-        if self.kind == "csv":
-            if not self.path:
-                problems.append("path: a csv source needs `path` (a file or folder of exports)")
-            elif self._leaves_folder(self.path):
-                problems.append(f"path: {self.path!r} is outside the spec's folder; put the exports in that folder "
-                                "(or below it) and give `path` relative to it, e.g. data/exports/")
-            for ours in self.columns:
-                if ours not in self.CSV_COLUMNS:
-                    problems.append(f"columns.{ours}: not a column campaignflow reads; use one of {', '.join(self.CSV_COLUMNS)}")
-        else:
-            pattern, what = self._ACCOUNT_FORMATS[self.kind]
-            if not self.account:
-                problems.append(f"account: a {self.kind} source needs `account` ({what})")
-            elif not re.fullmatch(pattern, self.account):
-                problems.append(f"account: {self.account!r} is not {what}")
+        connector = _CONNECTORS[self.kind]
+        options = connector.options
+        if options.columns is None:
+            if options.account and not self.account:
+                problems.append(f"account: a {self.kind} source needs `account` ({options.account.what})")
+            elif options.account and not re.fullmatch(options.account.pattern, self.account):
+                problems.append(f"account: {self.account!r} is not {options.account.what}")
             if self.path:
-                problems.append(f"path: only csv sources read files; remove `path` from this {self.kind} source")
+                problems.append(f"path: only {_kinds_taking('columns')} sources read files; remove `path` from this "
+                                f"{self.kind} source")
             if self.columns:
-                problems.append("columns: only csv sources take a column mapping"
-                                + ("; a ga4 source names its GA4 metrics under `metrics:` (GA4 metric: measure), "
-                                   "e.g. metrics: {keyEvents: conversions}" if self.kind == "ga4" else ""))
-        problems += self._metrics_problems()
-        if self.conversion_actions and self.kind != "meta":
-            problems.append("conversion_actions: only meta sources count conversions from action types")
+                problems.append(f"columns: only {_kinds_taking('columns')} sources take a column mapping"
+                                + options.columns_hint)
+        problems += connector.source_problems(self)
+        if self.metrics and options.metrics is None:
+            problems.append(f"metrics: only {_kinds_taking('metrics')} sources take `metrics` (GA4 metric: measure)")
+        if self.conversion_actions and options.conversion_actions is None:
+            problems.append(f"conversion_actions: only {_kinds_taking('conversion_actions')} sources count conversions "
+                            "from action types")
         if self.base_url and not re.match(r"https?://[^\s/]+", self.base_url):
             problems.append(f"base_url: {self.base_url!r} is not an http(s) URL")
-        elif self.base_url and self.kind in self._API_EXAMPLES and not re.fullmatch(self._API_VERSION, self.base_url):
+        elif self.base_url and options.base_url and not re.fullmatch(self._API_VERSION, self.base_url):
             problems.append(f"base_url: {self.base_url!r} has no API version at its end; write it as "
-                            f"{self._API_EXAMPLES[self.kind]} (or your proxy's address followed by the version)")
+                            f"{options.base_url} (or your proxy's address followed by the version)")
         if self.schedule and (why := _cron_refusal(self.schedule)):
             problems.append(f"schedule: {self.schedule!r} is not a cron expression ({why}); "
                             "write minute hour day month weekday, e.g. '0 6 * * *'")

@@ -1,10 +1,11 @@
 """Prefect tasks for metric ingestion: thin wrappers around campaignflow.ingest and campaignflow.metrics.
 
-The platform limits live here: a global concurrency limit `ingest-<kind>`
+The platform limits are applied here: a global concurrency limit `ingest-<kind>`
 (how many runs may read one platform at once, across all workers) and a
 rate limit `ingest-<kind>-requests` taken before every HTTP request. Both
-are created on first use with defaults (CAMPAIGNFLOW_INGEST_CONCURRENCY_<KIND>,
-CAMPAIGNFLOW_INGEST_RPS_<KIND>) and can then be tuned in the Prefect UI.
+are created on first use from the connector's declared `limits` (overridden by
+CAMPAIGNFLOW_INGEST_CONCURRENCY_<KIND>, CAMPAIGNFLOW_INGEST_RPS_<KIND>) and can
+then be tuned in the Prefect UI.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import blocks.platform_credentials  # noqa: F401  (registers the credentials-block loader)
-from campaignflow import db, ingest, metrics
+from campaignflow import connectors, db, ingest, metrics
 from campaignflow.connectors.base import Http
 from campaignflow.ingest import ProgressEvent, RunResult
 
-DEFAULT_CONCURRENCY = {"google_ads": 2, "meta": 2, "ga4": 2}
-DEFAULT_RPS = {"google_ads": 5.0, "meta": 2.0, "ga4": 5.0}
 # Extra progress listeners in this process (the CLI's progress bar); the Prefect artifact is always updated.
 progress_listeners: list[Callable[[ProgressEvent], None]] = []
 
@@ -36,11 +35,12 @@ def ensure_platform_limits(kind: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    if kind not in DEFAULT_CONCURRENCY:
+    limits = connectors.connector_class(kind).limits
+    if limits is None:  # a source that calls no platform (files)
         return
     runs, requests = limit_names(kind)
-    concurrency = int(os.environ.get(f"CAMPAIGNFLOW_INGEST_CONCURRENCY_{kind.upper()}", DEFAULT_CONCURRENCY[kind]))
-    rps = float(os.environ.get(f"CAMPAIGNFLOW_INGEST_RPS_{kind.upper()}", DEFAULT_RPS[kind]))
+    concurrency = int(os.environ.get(f"CAMPAIGNFLOW_INGEST_CONCURRENCY_{kind.upper()}", limits.concurrency))
+    rps = float(os.environ.get(f"CAMPAIGNFLOW_INGEST_RPS_{kind.upper()}", limits.requests_per_second))
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     with get_client(sync_client=True) as client:
@@ -64,7 +64,7 @@ def ingest_source(source: str, since: dt.date | None = None, until: dt.date | No
     with db.session() as s:
         config = ingest.source_config(s, source)
     runs_limit, requests_limit = limit_names(config.kind)
-    limited = config.kind in DEFAULT_CONCURRENCY
+    limited = connectors.connector_class(config.kind).limits is not None
     if limited:
         ensure_platform_limits(config.kind)
     artifact = create_progress_artifact(0.0, description=f"ingesting {source}")

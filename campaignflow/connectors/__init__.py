@@ -1,24 +1,23 @@
 """Ad and analytics platform connectors, one module each behind `base.Connector` (like apprise's plugins).
 
-`create(config, credentials, http)` picks the module by the source's `kind`;
-`register(kind, cls)` adds one (a new platform, or a synthetic one in the bench).
+Each module declares its platform (kind, source options, credentials model, limits, rows) and
+registers its connector with `@register`. Every module of this package is imported the first time
+the registry is asked, so adding a platform is adding one module here (and its test server).
+`create(config, credentials, http)` picks the connector by the source's `kind`.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 from typing import Callable, Mapping
 
-from campaignflow.connectors.base import AuthError, Connector, Http, SourceConfig, SourceError
+from campaignflow.connectors.base import (AuthError, Connector, Http, Limits, SourceConfig, SourceError,
+                                          SourceOptions)
 
-_BUILTIN = {
-    "csv": "campaignflow.connectors.csv:CsvConnector",
-    "google_ads": "campaignflow.connectors.google_ads:GoogleAdsConnector",
-    "meta": "campaignflow.connectors.meta:MetaConnector",
-    "ga4": "campaignflow.connectors.ga4:Ga4Connector",
-}
-_registered: dict[str, type[Connector]] = {}
+_registry: dict[str, type[Connector]] = {}
+_discovered = False
 
 # Where credentials come from, tried in order: loaders registered by the orchestration layer
 # (blocks/platform_credentials.py registers the Prefect block loader), then the environment.
@@ -26,19 +25,40 @@ CredentialLoader = Callable[[SourceConfig], "Mapping[str, str] | None"]
 credential_loaders: list[CredentialLoader] = []
 
 
-def register(kind: str, cls: type[Connector]) -> None:
-    _registered[kind] = cls
+def register(cls: type[Connector]) -> type[Connector]:
+    """Add a connector (a class decorator). It must declare its kind, its source options and its limits
+    (None only for files), and name only fields of its credentials model as required."""
+    name = cls.__name__
+    if not isinstance(getattr(cls, "kind", None), str):
+        raise TypeError(f"connector {name} declares no `kind`")
+    if not isinstance(getattr(cls, "options", None), SourceOptions):
+        raise TypeError(f"connector {name} declares no `options` (a SourceOptions)")
+    if not hasattr(cls, "limits") or not (cls.limits is None or isinstance(cls.limits, Limits)):
+        raise TypeError(f"connector {name} declares no `limits` (Limits(concurrency=..., requests_per_second=...), "
+                        "or None for a source that calls no platform); without them it would run unthrottled")
+    fields = cls.credentials_model.model_fields if cls.credentials_model else {}
+    unknown = [n for alts in cls.required for n in alts if n not in fields]
+    if unknown:
+        raise TypeError(f"connector {name} requires credentials {unknown} that its `credentials_model` does not have")
+    _registry[cls.kind] = cls
+    return cls
+
+
+def registry() -> Mapping[str, type[Connector]]:
+    """Every registered connector by kind (the first call imports every module of this package)."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+    return _registry
 
 
 def connector_class(kind: str) -> type[Connector]:
-    if kind in _registered:
-        return _registered[kind]
-    if kind not in _BUILTIN:
-        raise SourceError("?", "", f"no connector for kind {kind!r}; known kinds: {', '.join(sorted(_BUILTIN))}")
-    module, _, name = _BUILTIN[kind].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    _registered[kind] = cls
-    return cls
+    known = registry()
+    if kind not in known:
+        raise SourceError("?", "", f"no connector for kind {kind!r}; known kinds: {', '.join(sorted(known))}")
+    return known[kind]
 
 
 def env_prefix(kind: str) -> str:
@@ -77,4 +97,4 @@ def create(config: SourceConfig, credentials: Mapping[str, str], http: Http) -> 
 
 
 __all__ = ["Connector", "Http", "SourceConfig", "SourceError", "connector_class", "create", "credentials_for",
-           "env_credentials", "register", "credential_loaders"]
+           "env_credentials", "register", "registry", "credential_loaders"]

@@ -2,8 +2,11 @@
 
 A connector turns a date window into pages of store-shaped rows
 (`MetricRow`). It never touches the store: `campaignflow.ingest` spools its
-pages, maps them to campaigns and merges them in one transaction. Adding a
-platform means adding one module here and one line in `__init__.py`.
+pages, maps them to campaigns and merges them in one transaction. A connector
+declares everything about its platform in its own module (kind, source
+options, credentials, limits), and registers itself with `@register`; the
+spec's source validation, the Prefect credentials block and the platform
+limits are derived from those declarations.
 """
 
 from __future__ import annotations
@@ -18,14 +21,33 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, NamedTuple
 from urllib.parse import quote
+
+from pydantic import BaseModel, SecretStr
 
 from campaignflow.errors import UserError
 
-# The store's row shape, in the order the spool and the upsert use.
-ROW_FIELDS = ("date", "account", "platform_campaign", "ad_group", "ad", "platform_campaign_name",
-              "impressions", "clicks", "spend", "conversions", "conversion_value", "currency")
+
+class MetricRow(NamedTuple):
+    """One platform row: one ad (or ad group, or campaign) on one day. A NamedTuple, so a page of a
+    million rows costs what tuples cost. A measure the source does not report is None (stored as NULL)."""
+
+    date: str  # ISO date
+    account: str
+    platform_campaign: str  # the platform's campaign id (or its name where it has no id)
+    ad_group: str
+    ad: str
+    platform_campaign_name: str
+    impressions: int | None
+    clicks: int | None
+    spend: float | None
+    conversions: float | None
+    conversion_value: float | None
+    currency: str
+
+
+MEASURES = ("impressions", "clicks", "spend", "conversions", "conversion_value")
 
 
 class SourceError(UserError):
@@ -92,7 +114,6 @@ class SourceConfig:
 class HttpStats:
     requests: int = 0
     retries: int = 0
-    waited_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,8 +126,6 @@ class Verdict:
     min_wait: float = 0.0  # when it asked for nothing: back off from here, doubling per attempt
 
 
-# Credential fields that identify rather than authorise: kept readable in error texts.
-NOT_SECRET = frozenset({"client_id", "login_customer_id", "token_url"})
 _SECRET_PARAM = re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|developer[_-]token|api[_-]?key|"
                            r"password)=([^&\s\"'<>]+)")
 _URL_KEY = re.compile(r"(?i)([?&](?:key|token|sig|signature)=)[^&\s\"'<>]+")  # only as URL parameters: `key=` is common
@@ -198,7 +217,7 @@ def duration(seconds: float) -> str:
 
 
 class Http:
-    """requests with timeouts and retries: 429/5xx/timeouts/cut-off answers back off (honouring Retry-After),
+    """requests with timeouts and retries (tenacity): 429/5xx/timeouts/cut-off answers back off (honouring Retry-After),
     auth errors stop, and the whole source run stays within a time cap (`max_seconds`).
 
     `before_request` lets the orchestration layer take a rate-limit slot per request (Prefect's
@@ -242,6 +261,11 @@ class Http:
 
         `asked`: the platform asked for this wait (else it is our own backoff).
         """
+        self._allow_wait(seconds, why, asked)
+        self.sleep(seconds)
+
+    def _allow_wait(self, seconds: float, why: str, asked: bool) -> None:
+        """Stop the run now if a wait would go past the time cap, else say that it waits."""
         if self.started is None:
             self.started = self.clock()
         left = self.remaining()
@@ -254,57 +278,94 @@ class Http:
             raise self.fail(RetriesExhausted, f"{why}; the next attempt would go past {self._cap()}, so the run "
                                               "stops here")
         self.notice(f"{why}; waiting {duration(seconds)}")
-        self.stats.waited_seconds += seconds
-        self.sleep(seconds)
 
     def notice(self, text: str) -> None:
         if self.on_notice:
             self.on_notice(redact(f"{self.source}: {text}", self.secrets))
 
+    def _backoff(self, state: Any) -> float:
+        """The wait before the next attempt: what the platform asked for; else, doubling per attempt, from the
+        platform's minimum when it throttled without saying how long, or from `backoff` with jitter (at most 60 s)."""
+        failed: _Retry = state.outcome.exception()
+        if failed.wait is not None:
+            return failed.wait
+        if failed.min_wait:
+            return failed.min_wait * 2 ** (state.attempt_number - 1)
+        return min(self.backoff * 2 ** (state.attempt_number - 1), 60.0) * (0.5 + random.random() / 2)
+
     def request(self, method: str, url: str, *, verdict: Callable[[Any], Verdict] = default_verdict,
                 what: str = "request", **kwargs: Any) -> Any:
+        """The response once the verdict says ok; retried (tenacity) while it says retry, within `max_attempts`
+        and the time cap; any other verdict stops the run with its error."""
+        import tenacity  # imported when a platform is called, not with the spec
+
         if self.started is None:
             self.started = self.clock()
-        last = ""
-        for attempt in range(1, self.max_attempts + 1):
-            left = self.remaining()
-            if left <= 0:
-                raise self.fail(RetriesExhausted, f"{what} stopped after {attempt - 1} attempt(s) ({last or 'slow answers'}): "
-                                                  f"{self._cap()} is used up")
-            if self.before_request:
-                self.before_request()
-            self.stats.requests += 1
-            wait: float | None = None
-            v: Verdict | None = None
-            try:
-                response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT, left), min(self.timeout, left)),
-                                                **kwargs)
-            except _transport_errors() as exc:
-                last = _transport_problem(exc, url, min(self.timeout, left))
-            else:
-                v = verdict(response)
-                if v.action == "ok":
-                    return response
-                if v.action == "auth":
-                    raise self.fail(AuthError, f"{what} was refused ({v.reason}); check the credentials and the "
-                                               f"account's permissions")
-                if v.action == "malformed":
-                    raise self.fail(MalformedResponse, f"{what}: {v.reason}")
-                if v.action == "error":
-                    raise self.fail(SourceError, f"{what} failed ({v.reason})")
-                if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
-                    raise self.fail(RetriesExhausted, f"{what}: {v.reason}")
-                last, wait = v.reason, v.wait
-            if attempt == self.max_attempts:
-                break
-            asked = wait is not None or bool(v and v.min_wait)  # the platform's own throttle
-            if wait is None and v is not None and v.min_wait:
-                wait = v.min_wait * 2 ** (attempt - 1)
-            if wait is None:
-                wait = min(self.backoff * 2 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
-            self.pause(wait, f"{what}: {last}; retry {attempt + 1} of {self.max_attempts}", asked)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            failed: _Retry = state.outcome.exception()
+            self._allow_wait(state.upcoming_sleep, f"{what}: {failed.reason}; retry {state.attempt_number + 1} of "
+                                                   f"{self.max_attempts}", failed.asked)
             self.stats.retries += 1
-        raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts ({last})")
+
+        def gave_up(state: tenacity.RetryCallState) -> None:
+            raise self.fail(RetriesExhausted, f"{what} still failing after {self.max_attempts} attempts "
+                                              f"({state.outcome.exception().reason})")
+
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(self.max_attempts), wait=self._backoff,
+                                     retry=tenacity.retry_if_exception_type(_Retry), before_sleep=before_sleep,
+                                     sleep=self.sleep, retry_error_callback=gave_up)
+        last = ""
+        for attempt in retrying:
+            with attempt:
+                left = self.remaining()
+                if left <= 0:
+                    raise self.fail(RetriesExhausted, f"{what} stopped after {attempt.retry_state.attempt_number - 1} "
+                                                      f"attempt(s) ({last or 'slow answers'}): {self._cap()} is used up")
+                try:
+                    return self._attempt(method, url, verdict, what, left, kwargs)
+                except _Retry as failed:
+                    last = failed.reason
+                    raise
+        raise AssertionError("unreachable: tenacity either returns, retries or gives up")  # pragma: no cover
+
+    def _attempt(self, method: str, url: str, verdict: Callable[[Any], Verdict], what: str, left: float,
+                 kwargs: dict[str, Any]) -> Any:
+        """One request and its verdict: the response, a `_Retry`, or the run's error."""
+        if self.before_request:
+            self.before_request()
+        self.stats.requests += 1
+        try:
+            response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT, left), min(self.timeout, left)),
+                                            **kwargs)
+        except _transport_errors() as exc:
+            raise _Retry(_transport_problem(exc, url, min(self.timeout, left))) from None
+        v = verdict(response)
+        if v.action == "ok":
+            return response
+        if v.action == "auth":
+            raise self.fail(AuthError, f"{what} was refused ({v.reason}); check the credentials and the "
+                                       f"account's permissions")
+        if v.action == "malformed":
+            raise self.fail(MalformedResponse, f"{what}: {v.reason}")
+        if v.action == "error":
+            raise self.fail(SourceError, f"{what} failed ({v.reason})")
+        if v.action == "exhausted":  # a quota that only resets later: waiting here would not help
+            raise self.fail(RetriesExhausted, f"{what}: {v.reason}")
+        raise _Retry(v.reason, v.wait, v.min_wait)
+
+
+class _Retry(Exception):
+    """One failed attempt worth repeating: a transport problem, or a verdict of retry."""
+
+    def __init__(self, reason: str, wait: float | None = None, min_wait: float = 0.0):
+        super().__init__(reason)
+        self.reason, self.wait, self.min_wait = reason, wait, min_wait
+
+    @property
+    def asked(self) -> bool:
+        """Did the platform itself ask for a wait (its throttle), rather than our own backoff?"""
+        return self.wait is not None or bool(self.min_wait)
 
 
 def _transport_problem(exc: Exception, url: str, timeout: float) -> str:
@@ -440,22 +501,78 @@ class Part:
         return self.file.name if self.file else f"{self.since}..{self.until}" if self.since else "all rows"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How hard a platform may be read, across all workers: source runs at once, and requests per second.
+    The orchestration layer creates its limits from these (and the environment may override them)."""
+
+    concurrency: int
+    requests_per_second: float
+
+
+@dataclass(frozen=True)
+class AccountFormat:
+    pattern: str  # the whole account must match
+    what: str  # as an error names it, e.g. "a Meta ad account id such as act_1234567890"
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a source of one kind takes in the spec (`measurement.sources[]`), and its defaults.
+
+    An option left None is one this kind does not take; the spec refuses it on such a source."""
+
+    summary: str  # what the kind reads, for the spec's field description
+    account_label: str  # what `account` is, for the spec's field description
+    account: AccountFormat | None = None  # None: any label
+    base_url: str = ""  # the API's address, ending in its version: the default, and the example for an override
+    lookback_days: int = 0  # days re-read on every run because the platform revises them
+    columns: tuple[str, ...] | None = None  # reads `path` (files), with these `columns:` to map
+    metrics: Mapping[str, str] | None = None  # the default `metrics:` (platform metric -> measure)
+    conversion_actions: tuple[str, ...] | None = None  # the default `conversion_actions:`
+    columns_hint: str = ""  # said when `columns:` is given to a source of this kind
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
 class Connector:
-    """One platform. Subclasses set the class attributes and implement `pages`."""
+    """One platform. A subclass declares its platform in class attributes, implements `pages`, and is
+    registered with `campaignflow.connectors.register`, which refuses one that leaves a declaration out."""
 
     kind: ClassVar[str]
-    default_base_url: ClassVar[str] = ""
-    default_lookback_days: ClassVar[int] = 0
-    slice_days: ClassVar[int] = 31
-    # Credential fields: every name in `required` must be present (one of each tuple of alternatives).
+    options: ClassVar[SourceOptions]
+    # The platform's limits; None only for a source that calls no platform (files). No default, so a new
+    # connector cannot forget them and run unthrottled.
+    limits: ClassVar[Limits | None]
+    # The credential fields (SecretStr ones are secrets); the Prefect credentials block is derived from it.
+    # Its `model_config` title names the block type. None: the source needs no credentials.
+    credentials_model: ClassVar[type[BaseModel] | None] = None
+    # Every name in `required` must be present (one of each tuple of alternatives).
     required: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    slice_days: ClassVar[int] = 31
     # Does the platform need a date window? (csv exports are read whole unless one is given.)
     windowed: ClassVar[bool] = True
 
     def __init__(self, config: SourceConfig, credentials: Mapping[str, str], http: Http):
         self.config, self.credentials, self.http = config, dict(credentials), http
-        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
-        http.add_secrets(*(v for k, v in self.credentials.items() if k not in NOT_SECRET and isinstance(v, str)))
+        self.base_url = (config.base_url or self.options.base_url).rstrip("/")
+        public = self.public_credential_fields()
+        http.add_secrets(*(v for k, v in self.credentials.items() if k not in public and isinstance(v, str)))
+
+    @classmethod
+    def public_credential_fields(cls) -> frozenset[str]:
+        """Credential fields that identify rather than authorise (ids, URLs): kept readable in error texts.
+        Anything else handed in as a credential is treated as a secret."""
+        if cls.credentials_model is None:
+            return frozenset()
+        return frozenset(n for n, f in cls.credentials_model.model_fields.items() if not _is_secret(f.annotation))
+
+    @classmethod
+    def source_problems(cls, source: Any) -> list[str]:
+        """What is wrong with a spec source of this kind beyond what `SourceOptions` says, as `field: message`."""
+        return []
 
     def unknown_measures(self) -> frozenset[str]:
         """The measures a row of this source may leave unknown (None, stored as NULL): those it does not report.
@@ -472,12 +589,9 @@ class Connector:
             return [Part(since, until)]
         return [Part(a, b, (b - a).days + 1) for a, b in date_slices(since, until, self.slice_days)]
 
-    def pages(self, part: "Part") -> Iterator[list[tuple]]:
-        """Pages of rows, each row a tuple in ROW_FIELDS order."""
+    def pages(self, part: "Part") -> Iterator[list[MetricRow]]:
+        """Pages of rows."""
         raise NotImplementedError
-
-    def describe(self, what: str) -> str:
-        return what
 
 
 def dumps_compact(data: Any) -> str:

@@ -23,13 +23,16 @@ import csv
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from campaignflow.connectors.base import Connector, MalformedResponse, Part, SourceError
+from campaignflow.connectors import register
+from campaignflow.connectors.base import MEASURES, Connector, MalformedResponse, MetricRow, Part, SourceError, SourceOptions
 
+# The columns campaignflow reads (our names; `columns:` maps them onto an export's).
+COLUMNS = ("date", "campaign", "campaign_id", "ad_group", "ad", "impressions", "clicks", "spend", "conversions",
+           "conversion_value", "currency")
 REQUIRED = ("date", "campaign", "impressions", "clicks", "spend")
-OPTIONAL = ("campaign_id", "ad_group", "ad", "conversions", "conversion_value", "currency")
-MEASURES = ("impressions", "clicks", "spend", "conversions", "conversion_value")
+OPTIONAL = tuple(c for c in COLUMNS if c not in REQUIRED)
 WHOLE = ("impressions", "clicks")
 CHUNK = 50_000
 DAY = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
@@ -53,10 +56,39 @@ class Page(list):
         return f"{self.file.name} line {self.lines[index]}"
 
 
+def leaves_folder(path: str) -> bool:
+    """Does `path`, read relative to the spec's folder, lead out of it (absolute, or more `..` than folders)?
+    Checked on the spec's text; symlinks are followed where the files are read (`inside_folder`)."""
+    if Path(path).is_absolute():
+        return True
+    depth = 0
+    for part in Path(path).parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return True
+    return False
+
+
+@register
 class CsvConnector(Connector):
     kind = "csv"
-    default_lookback_days = 0
+    options = SourceOptions(summary="exports", account_label="a label of your choice", lookback_days=0,
+                            columns=COLUMNS)
+    limits = None  # local files: no platform to throttle
     windowed = False
+
+    @classmethod
+    def source_problems(cls, source: Any) -> list[str]:
+        problems = []
+        if not source.path:
+            problems.append("path: a csv source needs `path` (a file or folder of exports)")
+        elif leaves_folder(source.path):
+            problems.append(f"path: {source.path!r} is outside the spec's folder; put the exports in that folder "
+                            "(or below it) and give `path` relative to it, e.g. data/exports/")
+        for ours in source.columns:
+            if ours not in COLUMNS:
+                problems.append(f"columns.{ours}: not a column campaignflow reads; use one of {', '.join(COLUMNS)}")
+        return problems
 
     def unknown_measures(self) -> frozenset[str]:
         return frozenset(MEASURES) - set(REQUIRED)  # a blank conversions cell: not known, not 0
@@ -80,7 +112,7 @@ class CsvConnector(Connector):
         self.seen: dict[tuple, str] = {}  # key -> where it was first read, across all files of the run
         return [Part(since, until, 1, f) for f in self.files()]
 
-    def pages(self, part: Part) -> Iterator[list[tuple]]:
+    def pages(self, part: Part) -> Iterator[list[MetricRow]]:
         file = part.file
         try:
             with open(file, newline="", encoding="utf-8-sig") as handle:
@@ -106,7 +138,7 @@ class CsvConnector(Connector):
                                                     "keep one")
         return {ours: header.index(col) for ours, col in theirs.items() if col in header}
 
-    def _read(self, reader, file: Path, part: Part) -> Iterator[list[tuple]]:  # noqa: ANN001
+    def _read(self, reader, file: Path, part: Part) -> Iterator[list[MetricRow]]:  # noqa: ANN001
         header = next((row for row in reader if any(cell.strip() for cell in row)), None)
         if header is None:
             raise self.http.fail(MalformedResponse, f"{file.name} is empty; an export needs a header row and its rows")
@@ -139,8 +171,8 @@ class CsvConnector(Connector):
             self.seen[key] = where
             values = [self._measure(cell[ours], where, names[ours], ours in WHOLE) if ours in at else 0
                       for ours in MEASURES]  # an optional measure the export does not have is 0
-            page.append((date, self.config.account, key[1], key[2], key[3], name, *values,
-                         cell.get("currency") or self.config.currency))
+            page.append(MetricRow(date, self.config.account, key[1], key[2], key[3], name, *values,
+                                  cell.get("currency") or self.config.currency))
             page.lines.append(line)
             if len(page) >= CHUNK:
                 yield page

@@ -11,16 +11,20 @@ GA4 does not know a property's ad impressions unless an ads account is linked.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
-from campaignflow.connectors import google
-from campaignflow.connectors.base import (Connector, MalformedResponse, Part, Verdict, currency, day, default_verdict,
-                                          get, number, parse_json, text)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from campaignflow.connectors import google, register
+from campaignflow.connectors.base import (MEASURES, AccountFormat, Connector, Limits, MalformedResponse, MetricRow, Part,
+                                          SourceOptions, Verdict, currency, day, default_verdict, get, number,
+                                          parse_json, text)
 
 # Metrics every property has (no linked ads account needed).
 DEFAULT_METRICS = {"keyEvents": "conversions", "totalRevenue": "conversion_value"}
-MEASURES = ("impressions", "clicks", "spend", "conversions", "conversion_value")
 INTEGER = {"impressions", "clicks"}
+METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(:[A-Za-z0-9_]+)?")
 
 
 def _verdict(response) -> Verdict:  # noqa: ANN001
@@ -31,20 +35,52 @@ def _verdict(response) -> Verdict:  # noqa: ANN001
     return v
 
 
+class Ga4Credentials(BaseModel):
+    """Google Analytics Data API access: OAuth refresh token (or access token) with analytics.readonly."""
+
+    model_config = ConfigDict(title="GA4 Credentials")
+
+    client_id: str = Field(default="", description="OAuth client id (Google Cloud console).")
+    client_secret: SecretStr | None = Field(default=None)
+    refresh_token: SecretStr | None = Field(default=None, description="With the analytics.readonly scope.")
+    access_token: SecretStr | None = Field(default=None, description="Instead of a refresh token (expires in 1 h).")
+    token_url: str = Field(default=google.TOKEN_URL)
+
+
+@register
 class Ga4Connector(Connector):
     kind = "ga4"
-    default_base_url = "https://analyticsdata.googleapis.com/v1beta"
-    default_lookback_days = 3
-    slice_days = 31
+    options = SourceOptions(
+        summary="Data API runReport", account_label="property id",
+        account=AccountFormat(r"\d+", "a GA4 property id (digits only, e.g. 312345678)"),
+        base_url="https://analyticsdata.googleapis.com/v1beta", lookback_days=3, metrics=DEFAULT_METRICS,
+        columns_hint="; a ga4 source names its GA4 metrics under `metrics:` (GA4 metric: measure), "
+                     "e.g. metrics: {keyEvents: conversions}")
+    limits = Limits(concurrency=2, requests_per_second=5.0)
+    credentials_model = Ga4Credentials
     required = google.REQUIRED
+    slice_days = 31
     page_size = 10_000
 
-    def unknown_measures(self) -> frozenset[str]:
-        return frozenset(MEASURES) - set((self.config.metrics or DEFAULT_METRICS).values())
+    @classmethod
+    def source_problems(cls, source: Any) -> list[str]:
+        problems, claimed = [], {}
+        for name, measure in source.metrics.items():
+            if not METRIC_NAME.fullmatch(name):
+                problems.append(f"metrics.{name}: not a GA4 metric name (e.g. sessions, keyEvents, customEvent:signup)")
+            if measure not in MEASURES:
+                problems.append(f"metrics.{name}: {measure!r} is not a measure; map it onto one of {', '.join(MEASURES)}")
+            elif measure in claimed:
+                problems.append(f"metrics.{name}: {claimed[measure]} already maps onto {measure}; one GA4 metric per measure")
+            claimed.setdefault(measure, name)
+        return problems
 
-    def pages(self, part: Part) -> Iterator[list[tuple]]:
+    def unknown_measures(self) -> frozenset[str]:
+        return frozenset(MEASURES) - set((self.config.metrics or self.options.metrics).values())
+
+    def pages(self, part: Part) -> Iterator[list[MetricRow]]:
         since, until = part.since, part.until
-        metrics = dict(self.config.metrics or DEFAULT_METRICS)  # GA4 metric -> our measure
+        metrics = dict(self.config.metrics or self.options.metrics)  # GA4 metric -> our measure
         names = list(metrics)
         offset, page = 0, 0
         headers = {"Authorization": f"Bearer {google.access_token(self.http, self.credentials)}"}
@@ -75,7 +111,7 @@ class Ga4Connector(Connector):
             if not rows or offset >= total:
                 return
 
-    def _row(self, r: Any, metrics: dict[str, str], code: str, part: Part, where: str) -> tuple:
+    def _row(self, r: Any, metrics: dict[str, str], code: str, part: Part, where: str) -> MetricRow:
         http = self.http
         try:
             d = [v.get("value") for v in r["dimensionValues"]]
@@ -88,8 +124,9 @@ class Ga4Connector(Connector):
         for (name, measure), value in zip(metrics.items(), m):
             values[measure] = number(http, value, f"{where}: {name} (as {measure})", integer=measure in INTEGER)
         campaign = text(http, d[1], f"{where}: sessionCampaignName") or "(not set)"
-        return (day(http, d[0], f"{where}: date", part), self.config.account, campaign, "", "", campaign,
-                *(values[k] for k in MEASURES), code)
+        return MetricRow(date=day(http, d[0], f"{where}: date", part), account=self.config.account,
+                         platform_campaign=campaign, ad_group="", ad="", platform_campaign_name=campaign,
+                         **values, currency=code)
 
 
 def _names(headers: Any) -> list[str] | None:

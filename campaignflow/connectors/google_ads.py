@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from campaignflow.connectors import google
-from campaignflow.connectors.base import (Connector, MalformedResponse, Part, Verdict, currency, day, default_verdict, get,
-                                          number, parse_json, text)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from campaignflow.connectors import google, register
+from campaignflow.connectors.base import (AccountFormat, Connector, Limits, MalformedResponse, MetricRow, Part,
+                                          SourceOptions, Verdict, currency, day, default_verdict, get, number,
+                                          parse_json, text)
 
 QUERY = (
     "SELECT segments.date, customer.currency_code, campaign.id, campaign.name, ad_group.id, ad_group.name, "
@@ -27,12 +30,31 @@ def _verdict(response) -> Verdict:  # noqa: ANN001
     return v
 
 
+class GoogleAdsCredentials(BaseModel):
+    """Google Ads API access: a developer token plus OAuth (a refresh token, or a short-lived access token)."""
+
+    model_config = ConfigDict(title="Google Ads Credentials")
+
+    developer_token: SecretStr = Field(description="From the Google Ads API Center of your manager account.")
+    client_id: str = Field(default="", description="OAuth client id (Google Cloud console).")
+    client_secret: SecretStr | None = Field(default=None, description="OAuth client secret.")
+    refresh_token: SecretStr | None = Field(default=None, description="OAuth refresh token with the adwords scope.")
+    access_token: SecretStr | None = Field(default=None, description="Instead of a refresh token (expires in 1 h).")
+    login_customer_id: str = Field(default="", description="Manager account id when accessing a client account.")
+    token_url: str = Field(default=google.TOKEN_URL)
+
+
+@register
 class GoogleAdsConnector(Connector):
     kind = "google_ads"
-    default_base_url = "https://googleads.googleapis.com/v21"
-    default_lookback_days = 14
-    slice_days = 31
+    options = SourceOptions(
+        summary="searchStream", account_label="customer id (123-456-7890)",
+        account=AccountFormat(r"\d{3}-?\d{3}-?\d{4}", "a Google Ads customer id such as 123-456-7890"),
+        base_url="https://googleads.googleapis.com/v21", lookback_days=14)
+    limits = Limits(concurrency=2, requests_per_second=5.0)
+    credentials_model = GoogleAdsCredentials
     required = (("developer_token",), *google.REQUIRED)
+    slice_days = 31
 
     def _headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {google.access_token(self.http, self.credentials)}",
@@ -41,7 +63,7 @@ class GoogleAdsConnector(Connector):
             headers["login-customer-id"] = self.credentials["login_customer_id"].replace("-", "")
         return headers
 
-    def pages(self, part: Part) -> Iterator[list[tuple]]:
+    def pages(self, part: Part) -> Iterator[list[MetricRow]]:
         since, until = part.since, part.until
         customer = self.config.account.replace("-", "")
         what = f"searchStream {since}..{until}"
@@ -63,7 +85,7 @@ class GoogleAdsConnector(Connector):
                 raise self.http.fail(MalformedResponse, f"{what}: batch {b} has no results list")
             yield [self._row(r, part, f"{what}, batch {b}, result {i}") for i, r in enumerate(results, start=1)]
 
-    def _row(self, r: Any, part: Part, where: str) -> tuple:
+    def _row(self, r: Any, part: Part, where: str) -> MetricRow:
         http = self.http
         campaign_id = get(r, "campaign", "id")
         if campaign_id is None or get(r, "segments", "date") is None:
@@ -73,13 +95,17 @@ class GoogleAdsConnector(Connector):
             raise http.fail(MalformedResponse, f"{where}: metrics is not an object")
         metrics = metrics or {}
         cost = number(http, metrics.get("costMicros"), f"{where}: metrics.costMicros", integer=True)
-        return (day(http, get(r, "segments", "date"), f"{where}: segments.date", part), self.config.account,
-                text(http, campaign_id, f"{where}: campaign.id"),
-                text(http, get(r, "adGroup", "id"), f"{where}: adGroup.id"), "",
-                text(http, get(r, "campaign", "name"), f"{where}: campaign.name"),
-                number(http, metrics.get("impressions"), f"{where}: metrics.impressions", integer=True),
-                number(http, metrics.get("clicks"), f"{where}: metrics.clicks", integer=True),
-                cost / 1_000_000,
-                number(http, metrics.get("conversions"), f"{where}: metrics.conversions"),
-                number(http, metrics.get("conversionsValue"), f"{where}: metrics.conversionsValue"),
-                currency(http, get(r, "customer", "currencyCode"), f"{where}: customer.currencyCode", self.config.currency))
+        return MetricRow(
+            date=day(http, get(r, "segments", "date"), f"{where}: segments.date", part),
+            account=self.config.account,
+            platform_campaign=text(http, campaign_id, f"{where}: campaign.id"),
+            ad_group=text(http, get(r, "adGroup", "id"), f"{where}: adGroup.id"),
+            ad="",
+            platform_campaign_name=text(http, get(r, "campaign", "name"), f"{where}: campaign.name"),
+            impressions=number(http, metrics.get("impressions"), f"{where}: metrics.impressions", integer=True),
+            clicks=number(http, metrics.get("clicks"), f"{where}: metrics.clicks", integer=True),
+            spend=cost / 1_000_000,
+            conversions=number(http, metrics.get("conversions"), f"{where}: metrics.conversions"),
+            conversion_value=number(http, metrics.get("conversionsValue"), f"{where}: metrics.conversionsValue"),
+            currency=currency(http, get(r, "customer", "currencyCode"), f"{where}: customer.currencyCode",
+                              self.config.currency))

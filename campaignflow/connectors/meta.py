@@ -19,8 +19,12 @@ import json
 from collections import Counter
 from typing import Any, Iterator
 
-from campaignflow.connectors.base import (Connector, Part, MalformedResponse, Verdict, currency, day, default_verdict,
-                                          dumps_compact, get, number, parse_json, retry_after_seconds, text)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from campaignflow.connectors import register
+from campaignflow.connectors.base import (AccountFormat, Connector, Limits, MalformedResponse, MetricRow, Part,
+                                          SourceOptions, Verdict, currency, day, default_verdict, dumps_compact, get,
+                                          number, parse_json, retry_after_seconds, text)
 
 FIELDS = ("date_start,account_currency,campaign_id,campaign_name,adset_id,adset_name,ad_id,ad_name,"
           "impressions,clicks,spend,actions,action_values")
@@ -35,7 +39,6 @@ CONVERSION_FAMILIES: dict[str, tuple[str, ...]] = {
                               "offsite_conversion.fb_pixel_complete_registration",
                               "app_custom_event.fb_mobile_complete_registration"),
 }
-DEFAULT_CONVERSIONS = tuple(CONVERSION_FAMILIES)
 _FAMILY_OF = {alias: family for family, aliases in CONVERSION_FAMILIES.items() for alias in aliases}
 THROTTLE_CODES = {4, 17, 32, 613} | set(range(80000, 80015))
 THROTTLE_BACKOFF = 60.0  # throttled without a stated wait: Meta blocks for minutes, so back off from 1 min
@@ -124,21 +127,35 @@ def _verdict(response) -> Verdict:  # noqa: ANN001
     return Verdict("error", reason)
 
 
+class MetaCredentials(BaseModel):
+    """Meta Marketing API access: a system-user access token with ads_read."""
+
+    model_config = ConfigDict(title="Meta Ads Credentials")
+
+    access_token: SecretStr = Field(description="System user token (Business Settings -> System users) with ads_read.")
+
+
+@register
 class MetaConnector(Connector):
     kind = "meta"
-    default_base_url = "https://graph.facebook.com/v25.0"
-    default_lookback_days = 28
-    slice_days = 31
+    options = SourceOptions(
+        summary="Marketing API insights", account_label="ad account id (act_123 or 123)",
+        account=AccountFormat(r"(act_)?\d+", "a Meta ad account id such as act_1234567890"),
+        base_url="https://graph.facebook.com/v25.0", lookback_days=28,
+        conversion_actions=tuple(CONVERSION_FAMILIES))
+    limits = Limits(concurrency=2, requests_per_second=2.0)
+    credentials_model = MetaCredentials
     required = (("access_token",),)
+    slice_days = 31
     page_size = 500
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.groups = conversion_groups(self.config.conversion_actions or DEFAULT_CONVERSIONS)
+        self.groups = conversion_groups(self.config.conversion_actions or self.options.conversion_actions)
         self.seen: Counter[str] = Counter()  # action types in the answers, for the "none counted" warning
         self.counted = 0  # rows where some configured type was found
 
-    def pages(self, part: Part) -> Iterator[list[tuple]]:
+    def pages(self, part: Part) -> Iterator[list[MetricRow]]:
         since, until = part.since, part.until
         account = self.config.account if self.config.account.startswith("act_") else f"act_{self.config.account}"
         params = {"level": "ad", "time_increment": "1", "fields": FIELDS, "limit": str(self.page_size),
@@ -166,7 +183,7 @@ class MetaConnector(Connector):
                 raise self.http.fail(MalformedResponse, f"{what}: paging.cursors.after is not text")
             params = {**params, "after": after}
 
-    def _row(self, r: Any, part: Part, where: str) -> tuple:
+    def _row(self, r: Any, part: Part, where: str) -> MetricRow:
         http = self.http
         if not isinstance(r, dict) or not r.get("campaign_id") and not r.get("campaign_name"):
             raise http.fail(MalformedResponse, f"{where}: no campaign_id")
@@ -176,15 +193,19 @@ class MetaConnector(Connector):
         self.seen.update(actions.keys())
         counted = [group for group in self.groups if any(a in actions for a in group)]
         self.counted += bool(counted)
-        return (day(http, r.get("date_start"), f"{where}: date_start", part), self.config.account,
-                text(http, r.get("campaign_id"), f"{where}: campaign_id") or name,
-                text(http, r.get("adset_id"), f"{where}: adset_id"), text(http, r.get("ad_id"), f"{where}: ad_id"),
-                name,
-                number(http, r.get("impressions"), f"{where}: impressions", integer=True),
-                number(http, r.get("clicks"), f"{where}: clicks", integer=True),
-                number(http, r.get("spend"), f"{where}: spend"),
-                self._count(actions), self._count(values),
-                currency(http, r.get("account_currency"), f"{where}: account_currency", self.config.currency))
+        return MetricRow(
+            date=day(http, r.get("date_start"), f"{where}: date_start", part),
+            account=self.config.account,
+            platform_campaign=text(http, r.get("campaign_id"), f"{where}: campaign_id") or name,
+            ad_group=text(http, r.get("adset_id"), f"{where}: adset_id"),
+            ad=text(http, r.get("ad_id"), f"{where}: ad_id"),
+            platform_campaign_name=name,
+            impressions=number(http, r.get("impressions"), f"{where}: impressions", integer=True),
+            clicks=number(http, r.get("clicks"), f"{where}: clicks", integer=True),
+            spend=number(http, r.get("spend"), f"{where}: spend"),
+            conversions=self._count(actions),
+            conversion_value=self._count(values),
+            currency=currency(http, r.get("account_currency"), f"{where}: account_currency", self.config.currency))
 
     def _actions(self, actions: Any, where: str) -> dict[str, float]:
         """An actions list as {action_type: value} (Meta omits the list when nothing happened)."""
@@ -208,6 +229,6 @@ class MetaConnector(Connector):
         if not self.seen or self.counted:
             return []
         types = ", ".join(t for t, _ in self.seen.most_common(12))
-        wanted = ", ".join(self.config.conversion_actions or DEFAULT_CONVERSIONS)
+        wanted = ", ".join(self.config.conversion_actions or self.options.conversion_actions)
         return [f"Meta reported actions ({types}) but none of them counts as a conversion ({wanted}), so conversions "
                 f"are 0; if some of them are your conversions, list them in `conversion_actions:` on the source"]
