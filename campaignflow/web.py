@@ -61,7 +61,9 @@ class BodySizeLimit:
         await self.app(scope, counted_receive, send)
 
 
-app = FastAPI(title="campaignflow approvals", version="1")
+# No redirect from "/decide/x/" to "/decide/x": a link token never ends in a slash, and a 307 to another URL
+# is no answer to a refused link (a token holding an encoded "/" arrives as such a path).
+app = FastAPI(title="campaignflow approvals", version="1", redirect_slashes=False)
 app.add_middleware(BodySizeLimit)
 
 
