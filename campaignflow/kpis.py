@@ -110,7 +110,7 @@ def goal_status(kpi: str, target: float, baseline: float, start: dt.date, deadli
     progress = None if nan or target == baseline else (actual - baseline) / (target - baseline) * 100
     gap = None if nan or not expected else (actual - expected) / abs(expected) * 100
     return {"kpi": kpi, "target": target, "baseline": baseline, "deadline": deadline.isoformat(),
-            "actual": None if nan else actual, "expected": expected, "expected_to_date": expected,
+            "actual": None if nan else actual, "expected": expected,
             "gap_pct": gap, "progress_pct": progress, "status": state, "lower_is_better": lower}
 
 
@@ -142,70 +142,3 @@ def clean(value: Any) -> Any:
     if isinstance(value, list):
         return [clean(v) for v in value]
     return value
-
-
-# -- charts: a report as a self-contained HTML page (inline SVG, no plotting library) ------------
-
-def _svg_chart(title: str, start: dt.date, end: dt.date, plan: tuple[float, float], points: list[tuple[dt.date, float]],
-               unit: str, plan_label: str) -> str:
-    width, height, left, right, top, bottom = 640, 240, 60, 16, 28, 36
-    values = [v for _, v in points] + list(plan)
-    top_value = max([v for v in values if v is not None] + [1e-9]) * 1.1
-    span = max((end - start).days, 1)
-
-    def x(d: dt.date) -> float:
-        return left + (width - left - right) * min(max((d - start).days, 0), span) / span
-
-    def y(v: float) -> float:
-        return top + (height - top - bottom) * (1 - v / top_value)
-
-    actual = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in points if v is not None)
-    dots = "".join(f'<circle cx="{x(d):.1f}" cy="{y(v):.1f}" r="2"/>' for d, v in points[-1:] if v is not None)
-    ticks = "".join(f'<text x="{left - 6}" y="{y(top_value * f / 1.1) + 4:.1f}" text-anchor="end">{top_value * f / 1.1:,.4g}</text>'
-                    for f in (0, 0.5, 1.0))
-    return (f'<figure><figcaption>{_html(title)}</figcaption>'
-            f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-size="11" font-family="sans-serif">'
-            f'<line x1="{left}" y1="{y(0):.1f}" x2="{width - right}" y2="{y(0):.1f}" stroke="#999"/>'
-            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{y(0):.1f}" stroke="#999"/>{ticks}'
-            f'<text x="{left}" y="{height - 12}">{start}</text><text x="{width - right}" y="{height - 12}" text-anchor="end">{end}</text>'
-            f'<line x1="{x(start):.1f}" y1="{y(plan[0]):.1f}" x2="{x(end):.1f}" y2="{y(plan[1]):.1f}" stroke="#888" '
-            f'stroke-dasharray="5,4"><title>{_html(plan_label)}</title></line>'
-            f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{actual}"/><g fill="#1f6feb">{dots}</g>'
-            f'<text x="{width - right}" y="{top - 10}" text-anchor="end" fill="#555">dashed: {_html(plan_label)}; '
-            f'blue: actual ({_html(unit)})</text></svg></figure>')
-
-
-def _num(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.2f}"
-
-
-def _html(text: Any) -> str:
-    import html
-
-    return html.escape(str(text))
-
-
-def report_html(report: dict[str, Any]) -> str:
-    """Each goal's actual-to-date against its straight line, and spend against the budget line, as one HTML page."""
-    start, end = dt.date.fromisoformat(report["start"]), dt.date.fromisoformat(report["end"])
-    days = [(dt.date.fromisoformat(d["date"]), d["to_date"]) for d in report["daily"]]
-    charts = []
-    for g in report["goals"]:
-        deadline = dt.date.fromisoformat(g["deadline"])
-        plan = (g["target"], g["target"]) if g["kpi"] in RATIOS and g["baseline"] == 0 else (g["baseline"], g["target"])
-        charts.append(_svg_chart(f"{g['name']}: {g['kpi']} — {g['status']}", start, deadline, plan,
-                                 [(d, t[g["kpi"]]) for d, t in days], g["unit"],
-                                 f"line to {g['target']:g} by {deadline}"))
-    b = report["budget"]
-    charts.append(_svg_chart(f"spend against budget — {b['status']}", start, end, (0, b["budget"]),
-                             [(d, t["spend"]) for d, t in days], report["currency"],
-                             f"budget {b['budget']:,.0f} {report['currency']} spread evenly"))
-    rows = "".join(f"<tr><td>{_html(g['name'])}</td><td>{_html(g['kpi'])}</td><td>{_num(g['actual'])}</td>"
-                   f"<td>{g['expected']:,.2f}</td><td>{g['target']:g} {_html(g['unit'])}</td><td>{_html(g['status'])}</td></tr>"
-                   for g in report["goals"])
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>KPIs: " + _html(report["name"]) + "</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:left}"
-            "figure{margin:1em 0}figcaption{font-weight:bold}</style></head><body>"
-            f"<h1>{_html(report['name'])}</h1><p>As of {report['as_of']}; data {report['data_from'] or '—'} to "
-            f"{report['data_through'] or '—'}.</p><table><tr><th>goal</th><th>KPI</th><th>actual</th><th>expected by now</th>"
-            f"<th>target</th><th>status</th></tr>{rows}</table>" + "".join(charts) + "</body></html>")

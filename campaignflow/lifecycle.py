@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from campaignflow import models as m
 from campaignflow.errors import UserError
+from campaignflow.presentation import markdown_table
 from campaignflow.spec import CampaignSpec
 from campaignflow.approvals import StagePlan, due_at, plan_stages, review_stage, waiting_on
 from campaignflow.store import audit, campaign_spec, gate_decisions, get_campaign, open_gate
@@ -31,12 +32,6 @@ def _money(amount: float, currency: str) -> str:
     return f"{amount:,.2f} {currency}"
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
 def load(s: Session, campaign_id: str) -> tuple[m.Campaign, CampaignSpec]:
     campaign = get_campaign(s, campaign_id)
     return campaign, campaign_spec(campaign)
@@ -46,7 +41,7 @@ def load(s: Session, campaign_id: str) -> tuple[m.Campaign, CampaignSpec]:
 
 def goals_page(spec: CampaignSpec) -> str:
     rows = [[g.name, g.kpi, f"{g.baseline:g} → {g.target:g} {g.unit}", g.deadline] for g in spec.goals]
-    return f"# Goals: {spec.name}\n\n" + _table(["goal", "KPI", "baseline → target", "deadline"], rows)
+    return f"# Goals: {spec.name}\n\n" + markdown_table(["goal", "KPI", "baseline → target", "deadline"], rows)
 
 
 def _plan_gate_fields(plan: StagePlan, holidays: frozenset) -> dict:
@@ -116,7 +111,7 @@ def audience(s: Session, campaign_id: str) -> StepReport:
     for p in a.personas:
         lines.append(f"- **{p.name}**: {p.description}" + (f" Pains: {'; '.join(p.pains)}." if p.pains else "")
                      + (f" Would pay: {p.willingness_to_pay}." if p.willingness_to_pay else ""))
-    lines += ["", "## Segments", _table(["segment", "", "why"],
+    lines += ["", "## Segments", markdown_table(["segment", "", "why"],
               [[x.name, "target", x.description] for x in a.target] + [[x.name, "exclude", x.description] for x in a.exclude])]
     summary = (f"{len(a.personas)} persona(s), targeting {', '.join(x.name for x in a.target)}"
                + (f"; excluding {', '.join(x.name for x in a.exclude)}" if a.exclude else ""))
@@ -132,7 +127,7 @@ def budget_page(spec: CampaignSpec) -> str:
         by_cat[b.category] = by_cat.get(b.category, 0) + b.amount
     split = ", ".join(f"{k} {_money(v, spec.currency)}" for k, v in sorted(by_cat.items()))
     return (f"# Budget: {spec.name}\n\n**Total {_money(spec.budget_total(), spec.currency)}** ({split})\n\n"
-            + _table(["deliverable", "category", "amount", "note"], rows))
+            + markdown_table(["deliverable", "category", "amount", "note"], rows))
 
 
 def settle_budget(s: Session, campaign_id: str, gate_status: str) -> StepReport:
@@ -164,12 +159,12 @@ def timeline(s: Session, campaign_id: str) -> StepReport:
     if not fits:
         audit(s, campaign_id, "timeline.overruns", f"launch {launch} after end {spec.end}")
     owners = {d.key: d.owner for d in spec.deliverables}
-    table = _table(["deliverable", "owner", "start", "due", "days", "critical"],
+    table = markdown_table(["deliverable", "owner", "start", "due", "days", "critical"],
                    [[x.key, owners[x.key], x.start, x.due, x.duration_days, "yes" if x.critical else ""] for x in slots])
     by_channel: dict[str, list[str]] = {}
     for d in spec.deliverables:
         by_channel.setdefault(d.channel or "(none)", []).append(d.key)
-    plan = _table(["channel", "kind", "funnel stage", "deliverables"],
+    plan = markdown_table(["channel", "kind", "funnel stage", "deliverables"],
                   [[c.name, c.kind, c.funnel_stage, ", ".join(by_channel.get(c.name, [])) or "—"] for c in spec.channels])
     warning = "" if fits else f"\n\n> **Warning:** the work ends {launch}, after the campaign end {spec.end}. Replan."
     md = (f"# Timeline: {spec.name}\n\nStart {spec.start}, all work done by **{launch}**; "
@@ -194,7 +189,7 @@ def content_drafts(s: Session, campaign_id: str) -> StepReport:
             audit(s, campaign_id, "draft.submitted", d.key, actor=d.owner, version=1)
         rows.append([d.key, d.owner, f"{len(d.reviewers)} round(s)"])
     _set_deliverable_status(s, campaign_id, {r[0] for r in rows}, "in_review")
-    md = f"# Content drafts: {spec.name}\n\n" + _table(["asset", "owner", "reviews"], rows)
+    md = f"# Content drafts: {spec.name}\n\n" + markdown_table(["asset", "owner", "reviews"], rows)
     return StepReport(f"{len(rows)} first draft(s) ready for review", md)
 
 
@@ -353,7 +348,7 @@ def reviews_report(s: Session, campaign_id: str) -> StepReport:
     rows = [[a.deliverable, a.status, a.version, a.round] for a in assets]
     approved = sum(a.status == "approved" for a in assets)
     dropped = sum(a.status == "dropped" for a in assets)
-    md = f"# Reviews: {spec.name}\n\n" + _table(["asset", "status", "drafts", "rounds"], rows)
+    md = f"# Reviews: {spec.name}\n\n" + markdown_table(["asset", "status", "drafts", "rounds"], rows)
     return StepReport(f"{approved} asset(s) approved" + (f", {dropped} dropped" if dropped else ""), md)
 
 
@@ -419,12 +414,12 @@ def measurement_page(name: str, report: dict, refreshed: list[str], problems: li
     lines = [f"# Measurement: {name}", "",
              f"As of **{report['as_of']}**; data from {report['data_from'] or '—'} to {report['data_through'] or '—'}.",
              "", "## Goals", "",
-             _table(["goal", "KPI", "actual", "expected by now", "target", "deadline", "progress", "status"], goal_rows),
-             "", "## Budget pacing", "", budget, "", "## KPIs to date", "", _table(["KPI", "value"], kpi_rows)]
+             markdown_table(["goal", "KPI", "actual", "expected by now", "target", "deadline", "progress", "status"], goal_rows),
+             "", "## Budget pacing", "", budget, "", "## KPIs to date", "", markdown_table(["KPI", "value"], kpi_rows)]
     if recent:
         lines += ["", "## Last days", "",
-                  _table(["date", "impressions", "clicks", "spend", "conversions", "CTR %", "CPA", "CPA to date"], recent)]
-    lines += ["", "## Sources", "", _table(["source", "kind", "account", "data through", "last run"], sources)]
+                  markdown_table(["date", "impressions", "clicks", "spend", "conversions", "CTR %", "CPA", "CPA to date"], recent)]
+    lines += ["", "## Sources", "", markdown_table(["source", "kind", "account", "data through", "last run"], sources)]
     if refreshed:
         lines += ["", "Refreshed now: " + "; ".join(refreshed) + "."]
     if problems:
@@ -432,7 +427,7 @@ def measurement_page(name: str, report: dict, refreshed: list[str], problems: li
     if report["unmapped"]:
         lines += ["", "## Unmapped platform campaigns", "",
                   "Rows no campaign claims; add their id or name to a source's `campaigns`, or a `campaign_match`.", "",
-                  _table(["source", "platform campaign", "name", "rows"],
+                  markdown_table(["source", "platform campaign", "name", "rows"],
                          [[u["source"], u["platform_campaign"], u["name"], u["rows"]] for u in report["unmapped"]])]
     for w in report["warnings"]:
         lines += ["", f"> **Warning:** {w}"]

@@ -11,7 +11,6 @@ before anything reads it.
 from __future__ import annotations
 
 import hmac
-import html
 import os
 
 from fastapi import FastAPI, Form, Header, HTTPException
@@ -23,6 +22,7 @@ from campaignflow import db
 from campaignflow.approvals import (TEXT_LIMIT, VERBS, closed_text, decide_by_link, decided_by, undecided_seats,
                                     waiting_on)
 from campaignflow.errors import UserError
+from campaignflow.presentation import render_page
 from campaignflow.signing import LinkRefused, verify
 from campaignflow.store import find_gate, gate_decisions
 
@@ -61,7 +61,9 @@ class BodySizeLimit:
         await self.app(scope, counted_receive, send)
 
 
-app = FastAPI(title="campaignflow approvals", version="1")
+# No redirect from "/decide/x/" to "/decide/x": a link token never ends in a slash, and a 307 to another URL
+# is no answer to a refused link (a token holding an encoded "/" arrives as such a path).
+app = FastAPI(title="campaignflow approvals", version="1", redirect_slashes=False)
 app.add_middleware(BodySizeLimit)
 
 
@@ -73,17 +75,17 @@ async def _invalid_request(request, exc: RequestValidationError) -> JSONResponse
     return JSONResponse({"detail": problems}, 422)
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(status_code=status, content=f"""<!doctype html><html><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}
-pre{{white-space:pre-wrap;background:#f6f6f6;padding:1rem;border-radius:6px}}
-button{{font-size:1.1rem;padding:.7rem 1.4rem;border-radius:6px;border:0;background:#1f6feb;color:#fff}}
-textarea{{width:100%;min-height:5rem}}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>""")
+def _page(template: str, status: int = 200, **context) -> HTMLResponse:
+    """A page from campaignflow/templates/pages/ (autoescaped: what people typed shows as text)."""
+    return HTMLResponse(status_code=status, content=render_page(template, **context))
+
+
+def _message(title: str, text: str, status: int) -> HTMLResponse:
+    return _page("message.j2", status, title=title, text=text)
 
 
 def _refusal(exc: UserError, status: int = 400) -> HTMLResponse:
-    return _page("Link refused", f"<p>{html.escape(str(exc))}</p>", getattr(exc, "status", status))
+    return _message("Link refused", str(exc), getattr(exc, "status", status))
 
 
 def _resume(result) -> None:
@@ -107,34 +109,19 @@ def show_decision(token: str) -> HTMLResponse:
     except UserError as exc:
         return _refusal(exc)
     if gate.status != "open":
-        return _page("Already decided", f"<p>Gate #{gate.id} is already closed: "
-                     f"<b>{html.escape(closed_text(gate, decisions))}</b>. Nothing more to do.</p>", 409)
+        return _page("gate_closed.j2", 409, gate_id=gate.id, outcome=closed_text(gate, decisions))
     mine = decided_by(decisions, claim.person)
     if mine and not seats:
-        return _page("Already decided", f"<p>{html.escape(_already(mine[0], gate.id))}. "
-                     f"{_state_html(gate.status, waiting_on(gate, decisions))}</p>", 409)
-    amount = f"<p><b>Amount:</b> {gate.amount:,.2f}</p>" if gate.amount else ""
-    needs_comment = claim.decision != "approve"
-    comment = (f'<p><label>Comment ({"required" if needs_comment else "optional"}, up to {TEXT_LIMIT:,} characters)<br>'
-               f'<textarea name="comment" maxlength="{TEXT_LIMIT}" {"required" if needs_comment else ""}></textarea>'
-               f'</label></p>')
-    others = [seat for seat in seats if seat != claim.person]
-    also = f" Your decision also counts for {html.escape(', '.join(others))}, for whom you stand in." if others else ""
-    body = (f"<p>{html.escape(claim.person)}, you are asked to decide gate #{gate.id}.{also}</p>{amount}"
-            f"<pre>{html.escape(gate.description)}</pre>"
-            f'<form method="post">{comment}<button type="submit">{LABELS[claim.decision]}</button></form>')
-    return _page(gate.title, body)
+        return _page("already_decided.j2", 409, already=_already(mine[0], gate.id), gate_status=gate.status,
+                     waiting=waiting_on(gate, decisions))
+    return _page("decide.j2", title=gate.title, gate=gate, person=claim.person,
+                 others=[seat for seat in seats if seat != claim.person], needs_comment=claim.decision != "approve",
+                 text_limit=TEXT_LIMIT, label=LABELS[claim.decision])
 
 
 def _already(decision, gate_id: int) -> str:
     return (f"{decision.decided_by or decision.person} already {VERBS[decision.outcome]} gate #{gate_id} "
             f"at {decision.decided_at:%Y-%m-%d %H:%M} UTC")
-
-
-def _state_html(status: str, waiting: list[str]) -> str:
-    if status != "open":
-        return "The gate is now <b>" + html.escape(status.replace("_", " ")) + "</b>."
-    return f"Still waiting on {html.escape(', '.join(waiting))}."
 
 
 @app.post("/decide/{token}", response_class=HTMLResponse)
@@ -146,14 +133,12 @@ def record_decision(token: str, comment: str = Form("")) -> HTMLResponse:
     except LinkRefused as exc:
         return _refusal(exc)
     except UserError as exc:
-        return _page("Not recorded", f"<p>{html.escape(str(exc))}</p>", getattr(exc, "status", 409))
+        return _message("Not recorded", str(exc), getattr(exc, "status", 409))
     _resume(result)
     if not result.recorded:  # a second link for a decision already on record: say so, never "recorded"
-        return _page("Nothing new recorded", f"<p>Nothing new was recorded: {html.escape(result.already)}.</p>")
-    others = [seat for seat in result.seats if seat != claim.person]
-    also = f", also for {html.escape(', '.join(others))}, for whom you stand in" if others else ""
-    return _page("Thank you", f"<p>Your decision on gate #{result.gate_id} is recorded{also}. "
-                 f"{_state_html(result.status, result.waiting_on)}</p>")
+        return _message("Nothing new recorded", f"Nothing new was recorded: {result.already}.", 200)
+    return _page("thanks.j2", gate_id=result.gate_id, others=[seat for seat in result.seats if seat != claim.person],
+                 gate_status=result.status, waiting=result.waiting_on)
 
 
 # -- JSON API ------------------------------------------------------------------------------------

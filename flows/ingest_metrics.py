@@ -18,6 +18,7 @@ import datetime as dt
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from campaignflow.presentation import markdown_table
 from tasks.ingest import check_goals, ingest_source
 
 
@@ -32,8 +33,8 @@ def ingest_metrics(source: str, since: dt.date | None = None, until: dt.date | N
              f"{result.requests} request(s), {result.retries} retried."]
     lines += [f"**Warning**: {w}" for w in result.warnings]
     if result.unmapped:
-        lines += ["", "## Unmapped platform campaigns", "", "| platform campaign | name | rows |", "|---|---|---|"]
-        lines += [f"| {pc} | {name} | {n} |" for _, pc, name, n in result.unmapped]
+        lines += ["", "## Unmapped platform campaigns", "",
+                  markdown_table(["platform campaign", "name", "rows"], [row[1:] for row in result.unmapped])]
     for g in goals:
         if g["off_track"]:
             lines += ["", f"**{g['campaign']}**: off track as of {g['as_of']}: {', '.join(g['off_track'])}"]

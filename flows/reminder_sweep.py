@@ -27,6 +27,7 @@ import datetime as dt
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from campaignflow.presentation import markdown_table
 from flows.gates import apply_timeouts_and_resume
 from tasks.notify import deliver_notifications, queue_notifications, sweep_reminders
 
@@ -43,8 +44,8 @@ def reminder_sweep(deliver: bool = True, now: dt.datetime | None = None) -> dict
                "queued": swept.messages + queued,
                "sent": delivered.sent if delivered else 0, "retrying": delivered.retrying if delivered else 0,
                "dead": delivered.dead if delivered else 0}
-    rows = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in summary.items())
-    create_markdown_artifact(key="reminder-sweep", markdown=f"# Reminder sweep\n\n| | |\n|---|---|\n{rows}\n",
+    table = markdown_table(["", ""], [(k.replace("_", " "), v) for k, v in summary.items()])
+    create_markdown_artifact(key="reminder-sweep", markdown=f"# Reminder sweep\n\n{table}\n",
                              description=f"{swept.reminded} reminded, {summary['sent']} sent")
     return summary
 

@@ -120,7 +120,7 @@ def test_cli_ingest_local_and_its_errors(home, server):
     shown = cli("kpis", "acme-spring", "--html", str(chart))
     assert shown.returncode == 0, shown.stderr
     page = chart.read_text()
-    assert page.count("<svg") == 3 and "registrations" in page and "spend against budget" in page
+    assert page.count('<figure class="chart"') == 3 and "registrations" in page and "spend against budget" in page
     unwritable = cli("kpis", "acme-spring", "--html", str(home.parent / "missing" / "x.html"))
     assert unwritable.returncode == 1 and "--html" in unwritable.stderr and "pick a writable path" in unwritable.stderr
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sqlmodel import select
 
-from campaignflow import db, kpis, lifecycle, metrics
+from campaignflow import charts, db, kpis, lifecycle, metrics
 from campaignflow import models as m
 from ingest_helpers import register, start_of
 
@@ -115,3 +115,57 @@ def test_measurement_with_an_unreadable_source_still_reports(home, tmp_path, mon
     with db.session() as s:
         run = s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "ingest.failed")).one()
     assert run.subject == "fb"
+
+
+def chart_specs(page: str) -> list[dict]:
+    """The Vega-Lite specs a KPI page embeds, in page order."""
+    import re
+
+    return [json.loads(spec) for spec in re.findall(r'<script type="application/json" id="spec-\d+">(.*?)</script>', page)]
+
+
+def measured_report(tmp_path) -> tuple[dict, dt.date]:
+    """The KPI report of a campaign 20 days in, off track, after the measurement step has read its export."""
+    campaign, start = register_webinar(tmp_path, conversions_per_day=2)
+    with db.session() as s:
+        lifecycle.measurement(s, campaign)
+        return metrics.campaign_report(s, campaign), start
+
+
+def test_kpi_page_shows_the_table_and_one_titled_chart_per_goal_and_the_budget(home, tmp_path):
+    report, start = measured_report(tmp_path)
+    page = charts.report_html(report)
+    assert "<h1>Northwind" in page and f"As of {start + dt.timedelta(days=19)}; data {start} to" in page
+    assert "<td>registrations</td><td>conversions</td><td>40.00</td>" in page and "<td>off track</td>" in page
+    assert "cdn" not in page.lower() and "vegaEmbed" in page  # the Vega JavaScript is inlined: works offline
+    specs = chart_specs(page)
+    assert [spec["title"] for spec in specs] == ["registrations: conversions — off track",
+                                                 "cost-per-registration: cpa — off track",
+                                                 "spend against budget — overspending"]
+    registrations = specs[0]["data"]["values"]
+    actual = [row for row in registrations if row["series"] == "actual (registrations)"]
+    assert [row["value"] for row in actual] == [2.0 * (day + 1) for day in range(20)]  # the running total, per day
+    assert {"date": str(start), "value": 0.0, "series": f"line to 600 by {report['goals'][0]['deadline']}"} in registrations
+
+
+def test_a_chart_renders_offline_to_png_and_svg(home, tmp_path):
+    chart = charts.report_charts(measured_report(tmp_path)[0])[0]
+    assert charts.to_png(chart).startswith(b"\x89PNG\r\n\x1a\n")
+    svg = charts.to_svg(chart)
+    assert svg.startswith("<svg") and "registrations: conversions — off track" in svg
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_kpi_page_draws_its_charts_in_a_browser(home, tmp_path, browser, width):
+    page_file = tmp_path / "kpis.html"
+    page_file.write_text(charts.report_html(measured_report(tmp_path)[0]), encoding="utf-8")
+    context = browser.new_context(viewport={"width": width, "height": 900}, timezone_id="America/New_York")
+    page, errors = context.new_page(), []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(page_file.as_uri())
+    page.wait_for_function("document.querySelectorAll('figure.chart svg.marks').length === 3")
+    assert errors == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing spills off a phone's screen
+    first = page.locator("figure.chart").first.inner_text()
+    assert "registrations: conversions — off track" in first and "line to 600 by" in first
+    context.close()

@@ -275,6 +275,15 @@ def test_a_team_overrides_a_template_and_a_broken_one_falls_back_to_the_default(
     assert "gate.approved.j2" in caplog.text and "the default template was used" in caplog.text
 
 
+def test_a_team_template_may_include_the_default_links_but_not_replace_them(tmp_path):
+    from campaignflow.notify.templates import render
+
+    (tmp_path / "_links.j2").write_text("not the links")
+    (tmp_path / "gate.approved.j2").write_text('Approved: {{ gate.title }}\nyes{% include "_links.j2" %}')
+    context = {"gate": {"title": "Goals"}, "recipients": [], "links": {"run": "http://ui/runs/1", "approve": {}}}
+    assert render("gate.approved", context, str(tmp_path)) == ("Approved: Goals", "yes\nRun: http://ui/runs/1")
+
+
 def test_escalations_and_timeouts_from_the_approvals_area_reach_the_people_they_name(home, chat):
     from campaignflow.store import audit
 
@@ -378,5 +387,5 @@ def test_every_message_kind_a_spec_can_mute_has_a_default_template():
     from campaignflow.notify.templates import DEFAULTS
     from campaignflow.spec import MESSAGE_KINDS
 
-    templates = {name.removesuffix(".j2") for name in DEFAULTS}
+    templates = {file.stem for file in DEFAULTS.glob("*.j2") if not file.name.startswith("_")}  # "_x": partials
     assert templates - {"digest"} == set(MESSAGE_KINDS)  # a digest is how `reminder` messages go out together

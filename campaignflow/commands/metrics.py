@@ -126,7 +126,7 @@ def kpis(
     with db.session() as s:
         report = metrics.campaign_report(s, campaign, _date(as_of, "--as-of"))
     if html is not None:
-        from campaignflow.kpis import report_html
+        from campaignflow.charts import report_html
 
         try:
             html.write_text(report_html(report), encoding="utf-8")

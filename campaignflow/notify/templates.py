@@ -1,5 +1,7 @@
 """Message templates (Jinja2): the first rendered line is the title, the rest the body.
 
+The defaults are files in campaignflow/templates/messages/ (`gate.waiting.j2`, ...).
+
 A team overrides any of them by putting a file of the same name
 (`gate.waiting.j2`, `digest.j2`, ...) in the folder that its spec names in
 `notifications.templates`. A broken override never loses a message: the
@@ -19,63 +21,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, DictLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 log = logging.getLogger("campaignflow.notify")
 
-_WAITING = "{% for p in recipients %}{{ p.name }}{{ ', ' if not loop.last }}{% endfor %}"
-_LINKS = """{% if links.run %}
-Run: {{ links.run }}{% endif %}{% for p in recipients %}{% if links.approve.get(p.handle) %}
-{{ p.name }}: approve {{ links.approve[p.handle] }} · request changes {{ links.changes[p.handle] }}{% endif %}{% endfor %}"""
-
-DEFAULTS: dict[str, str] = {
-    "step.started.j2": "[{{ campaign.name }}] step {{ step }} started\nThe {{ step }} step of {{ campaign.name }} has started." + _LINKS,
-    "step.completed.j2": "[{{ campaign.name }}] step {{ step }} completed\n{{ summary }}" + _LINKS,
-    "step.failed.j2": "[{{ campaign.name }}] step {{ step }} FAILED\nThe {{ step }} step failed: {{ error }}\n"
-                      "Run the campaign again to continue where it stopped." + _LINKS,
-    "campaign.completed.j2": "[{{ campaign.name }}] campaign completed\nAll seven steps are done. {{ summary }}" + _LINKS,
-    "gate.waiting.j2": "[{{ campaign.name }}] waiting for your approval: {{ gate.title }}\n"
-                       "Gate #{{ gate.id }} is waiting on " + _WAITING + " (policy: {{ gate.policy }})."
-                       "{% if gate.due_at %} Due {{ gate.due_at }}.{% endif %}\n"
-                       "Decide: campaignflow approve {{ gate.id }} --as HANDLE{% if not links.approve %} "
-                       "(one-click decision links go only to each approver's own channel){% endif %}" + _LINKS,
-    "gate.approved.j2": "[{{ campaign.name }}] approved: {{ gate.title }}\nGate #{{ gate.id }} is approved"
-                        "{% if decided_by %} by {{ decided_by | join(', ') }}{% endif %}." + _LINKS,
-    "gate.changes_requested.j2": "[{{ campaign.name }}] changes requested: {{ gate.title }}\n"
-                                 "Gate #{{ gate.id }}: changes requested{% for c in comments %}\n- {{ c.person }}: {{ c.comment }}{% endfor %}" + _LINKS,
-    "gate.rejected.j2": "[{{ campaign.name }}] rejected: {{ gate.title }}\n"
-                        "Gate #{{ gate.id }} was rejected{% for c in comments %}\n- {{ c.person }}: {{ c.comment }}{% endfor %}" + _LINKS,
-    "gate.escalated.j2": "[{{ campaign.name }}] escalated: {{ gate.title }}\nGate #{{ gate.id }} has been escalated "
-                         "to " + _WAITING + ".{% if note %} {{ note }}{% endif %}" + _LINKS,
-    "gate.timed_out.j2": "[{{ campaign.name }}] timed out: {{ gate.title }}\nGate #{{ gate.id }} ran out of time"
-                         "{% if note %}: {{ note }}{% endif %}." + _LINKS,
-    "gate.delegated.j2": "[{{ campaign.name }}] {{ away }} hands their approvals to you\n{{ away }} is away from "
-                         "{{ detail.starts }} to {{ detail.ends }}{% if detail.reason %} ({{ detail.reason }}){% endif %}; "
-                         "you decide their gates in {{ campaign.name }} meanwhile.\n"
-                         "What waits on you: campaignflow approvals --for {{ detail.delegate }}" + _LINKS,
-    "deliverable.completed.j2": "[{{ campaign.name }}] done: {{ name }}\n{{ name }} ({{ subject }}) is done"
-                                "{% if actor != 'engine' %}, marked by {{ actor }}{% endif %}."
-                                "{% for w in detail.unblocked %}\n{{ w.name }} ({{ w.owner }}) can start now.{% endfor %}" + _LINKS,
-    "deliverable.unblocked.j2": "[{{ campaign.name }}] you can start: {{ next.name }}\n{{ name }} is done, so "
-                                "{{ next.name }} ({{ next.key }}) has everything it waits on. It is yours: "
-                                "when it is finished, campaignflow done {{ campaign.id }} {{ next.key }} --as {{ next.owner }}" + _LINKS,
-    "goals.communicated.j2": "[{{ campaign.name }}] our goals are approved\n{{ subject }}",
-    "timeline.overruns.j2": "[{{ campaign.name }}] the timeline overruns the campaign end\n{{ subject }}: replan or move the end date." + _LINKS,
-    "kpi.off_track.j2": "[{{ campaign.name }}] KPI off track: {{ detail.goal or subject }}\n"
-                        "{{ detail.kpi or 'KPI' }} is at {{ detail.actual }}, expected {{ detail.expected }} by now "
-                        "(target {{ detail.target }})." + _LINKS,
-    "sla.breached.j2": "[{{ campaign.name }}] client SLA breached: {{ rule_label }}\n{{ what }} was due by {{ due }} "
-                       "and is now {{ late }} late.{% if waiting_on %} Waiting on {{ waiting_on | join(', ') }}.{% endif %}" + _LINKS,
-    "reminder.j2": "{% set i = items[0] %}[{{ i.campaign }}] {{ i.state }}: {{ i.title }}\n"
-                   "{{ i.title }} is {{ i.state }} (due {{ i.due }}){% if i.escalated %}; escalated after "
-                   "{{ i.reminders }} reminders, waiting on {{ i.waiting_on | join(', ') }}{% endif %}.\n{{ i.action }}",
-    "digest.j2": "{{ count }} thing(s) waiting on {{ recipients | map(attribute='name') | join(', ') }}\n"
-                 "{% for i in items %}- [{{ i.campaign }}] {{ i.title }}: {{ i.state }}, due {{ i.due }}"
-                 "{% if i.escalated %} (ESCALATED after {{ i.reminders }} reminders; waiting on "
-                 "{{ i.waiting_on | join(', ') }}){% endif %}\n  {{ i.action }}\n{% endfor %}"
-                 "{% if more %}... and {{ more }} more: campaignflow approvals lists them all\n{% endif %}",
-}
+# The default templates, one file per message; names starting with "_" are partials they include.
+DEFAULTS = Path(__file__).resolve().parent.parent / "templates" / "messages"
 
 
 def template_folder(name: str, spec_dir: str) -> str | None:
@@ -92,9 +44,12 @@ def template_folder(name: str, spec_dir: str) -> str | None:
 
 
 class _FolderLoader(FileSystemLoader):
-    """Override files from the team's folder only: a file there that is a symlink to elsewhere is refused."""
+    """Override files from the team's folder only: a file there that is a symlink to elsewhere is refused, and
+    partials ("_links.j2") always come from the defaults, so a team overrides whole messages and nothing else."""
 
     def get_source(self, environment, template):
+        if template.startswith("_"):
+            raise TemplateNotFound(template)
         source, filename, uptodate = super().get_source(environment, template)
         root = os.path.realpath(self.searchpath[0])
         if os.path.commonpath([root, os.path.realpath(filename)]) != root:
@@ -104,7 +59,7 @@ class _FolderLoader(FileSystemLoader):
 
 @lru_cache(maxsize=64)
 def _environment(folder: str | None) -> ImmutableSandboxedEnvironment:
-    loaders = ([_FolderLoader(folder)] if folder else []) + [DictLoader(DEFAULTS)]
+    loaders = ([_FolderLoader(folder)] if folder else []) + [FileSystemLoader(DEFAULTS)]
     return ImmutableSandboxedEnvironment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False,
                                          keep_trailing_newline=False, trim_blocks=False)
 
