@@ -10,14 +10,13 @@ CAMPAIGNFLOW_INGEST_RPS_<KIND>) and can then be tuned in the Prefect UI.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import blocks.platform_credentials  # noqa: F401  (registers the credentials-block loader)
-from campaignflow import db, ingest, metrics
+from campaignflow import db, ingest, metrics, settings
 from campaignflow.connectors.base import Http
 from campaignflow.ingest import ProgressEvent, RunResult
 
@@ -39,8 +38,8 @@ def ensure_platform_limits(kind: str) -> None:
     if kind not in DEFAULT_CONCURRENCY:
         return
     runs, requests = limit_names(kind)
-    concurrency = int(os.environ.get(f"CAMPAIGNFLOW_INGEST_CONCURRENCY_{kind.upper()}", DEFAULT_CONCURRENCY[kind]))
-    rps = float(os.environ.get(f"CAMPAIGNFLOW_INGEST_RPS_{kind.upper()}", DEFAULT_RPS[kind]))
+    concurrency = int(settings.ingest_limit(kind, "concurrency") or DEFAULT_CONCURRENCY[kind])
+    rps = float(settings.ingest_limit(kind, "rps") or DEFAULT_RPS[kind])
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     with get_client(sync_client=True) as client:
