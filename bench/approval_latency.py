@@ -71,7 +71,7 @@ def wait_at_gates(campaign_id: str, n: int) -> None:
 def bare_pauses(n: int) -> None:
     for i in range(n):
         PAUSED.append(str(FlowRunContext.get().flow_run.id))
-        pause_flow_run(timeout=600, poll_interval=max(1, int(settings.gate_poll_seconds())), key=f"bare-{i}")
+        pause_flow_run(timeout=600, poll_interval=max(1, int(settings.get().gate_poll)), key=f"bare-{i}")
         BARE_RESUMED_AT.append(time.perf_counter())
 
 
@@ -142,7 +142,7 @@ def main() -> None:
         os.environ["PREFECT_API_URL"] = __import__("prefect.settings", fromlist=["x"]).PREFECT_API_URL.value()
         ours = summary(campaignflow_latencies(args.gates))
         bare = summary(bare_latencies(args.gates))
-    print(f"gates: {args.gates}, poll interval {settings.gate_poll_seconds():g} s")
+    print(f"gates: {args.gates}, poll interval {settings.get().gate_poll:g} s")
     print(f"campaignflow decision -> running again: median {ours['median_s']} s, p95 {ours['p95_s']} s, max {ours['max_s']} s")
     print(f"bare Prefect resume  -> running again: median {bare['median_s']} s, p95 {bare['p95_s']} s, max {bare['max_s']} s")
     ratio = round(ours["median_s"] / bare["median_s"], 2) if bare["median_s"] else None

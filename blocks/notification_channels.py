@@ -21,17 +21,15 @@ which win over the block by channel name.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from campaignflow import settings
 from campaignflow.errors import UserError
 from campaignflow.notify.channels import ChannelRegistry, load_local, registry_from_data
 
-BLOCK_NAME_ENV = "CAMPAIGNFLOW_CHANNELS_BLOCK"
-DEFAULT_BLOCK_NAME = "campaignflow-channels"
 log = logging.getLogger("campaignflow.notify")
 
 
@@ -54,11 +52,11 @@ class NotificationChannels(Block):
     def registry(self) -> ChannelRegistry:
         data = {"channels": {k: [u.get_secret_value() for u in v] for k, v in self.channels.items()},
                 "people": self.people, "roles": self.roles, "teams": self.teams, "default": self.default}
-        return registry_from_data(data, f"block {self._block_document_name or DEFAULT_BLOCK_NAME}")
+        return registry_from_data(data, f"block {self._block_document_name or block_name()}")
 
 
 def block_name() -> str:
-    return os.environ.get(BLOCK_NAME_ENV, DEFAULT_BLOCK_NAME)
+    return settings.get().channels_block
 
 
 def load_registry(use_block: bool | None = None) -> ChannelRegistry:
@@ -67,7 +65,7 @@ def load_registry(use_block: bool | None = None) -> ChannelRegistry:
     Never starts a Prefect server of its own: without PREFECT_API_URL the block is not consulted.
     """
     if use_block is None:
-        use_block = bool(os.environ.get("PREFECT_API_URL"))
+        use_block = bool(settings.get().prefect_api_url)
     base = None
     if use_block:
         try:

@@ -21,7 +21,7 @@ from typing import ClassVar
 from prefect.blocks.core import Block
 from pydantic import SecretStr
 
-from campaignflow import connectors
+from campaignflow import connectors, settings
 from campaignflow.connectors.base import AuthError, Connector, SourceConfig
 
 
@@ -70,10 +70,10 @@ def load_credentials(config: SourceConfig) -> dict[str, str] | None:
     try:
         block = block_type.load(config.credentials)
     except ValueError as exc:  # Prefect: "Unable to find block document named ..."
-        env, required = connectors.env_credentials(config.kind), connectors.connector_class(config.kind).required
+        env, required = settings.credential_variables(config.kind), connectors.connector_class(config.kind).required
         if all(any(a in env for a in alts) for alts in required):
             return None
-        variables = " and ".join(connectors.env_prefix(config.kind) + alts[0].upper() for alts in required)
+        variables = " and ".join(settings.credential_prefix(config.kind) + alts[0].upper() for alts in required)
         raise AuthError(config.name, config.account,
                         f"there is no {block_type._block_type_name} block named {config.credentials!r} in Prefect "
                         f"({str(exc).splitlines()[0]}); create it (docs/ingestion.md), fix `credentials:`, "

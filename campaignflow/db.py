@@ -70,7 +70,7 @@ def _make_engine(url: str) -> Engine:
 
 def engine(url: str | None = None) -> Engine:
     """The engine for `url` (default: the configured store), with the schema migrated to head."""
-    url = url or settings.database_url()
+    url = url or settings.get().store_url()
     with _lock:
         eng = _engines.get(url)
         if eng is None:

@@ -5,15 +5,15 @@ One home for URL shapes, so chat messages, artifacts and the CLI agree.
 
 from __future__ import annotations
 
-import os
+from campaignflow import settings
 
 
 def prefect_ui_url() -> str | None:
     """The Prefect UI base URL: PREFECT_UI_URL, else derived from PREFECT_API_URL."""
-    ui = os.environ.get("PREFECT_UI_URL")
-    if ui:
-        return ui.rstrip("/")
-    api = os.environ.get("PREFECT_API_URL")
+    config = settings.get()
+    if config.prefect_ui_url:
+        return config.prefect_ui_url.rstrip("/")
+    api = config.prefect_api_url
     if api:
         return api.rstrip("/").removesuffix("/api")
     return None
@@ -26,7 +26,7 @@ def run_link(flow_run_id: str | None) -> str | None:
 
 def web_url() -> str | None:
     """Where `campaignflow web` is reachable for the people who click: $CAMPAIGNFLOW_WEB_URL."""
-    url = os.environ.get("CAMPAIGNFLOW_WEB_URL")
+    url = settings.get().web_url
     return url.rstrip("/") if url else None
 
 

@@ -22,13 +22,13 @@ from campaignflow.errors import UserError
 
 
 def _dir() -> Path:
-    path = settings.home() / "prefect"
+    path = settings.get().home_dir() / "prefect"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def api_url() -> str:
-    return f"http://127.0.0.1:{settings.local_server_port()}/api"
+    return f"http://127.0.0.1:{settings.get().server_port}/api"
 
 
 def _pid_file() -> Path:
@@ -61,13 +61,14 @@ def start(wait_seconds: float = 90.0) -> str:
     if healthy(url):
         return url
     if running_pid() is None:
+        port = str(settings.get().server_port)
         prefect_bin = Path(sys.executable).with_name("prefect")
-        command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1",
-                   "--port", str(settings.local_server_port())]
-        env = {**os.environ, **prefect_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
+        command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", port]
+        # The server inherits this process's environment (passed through, not read here), with our
+        # defaults under it and the settings it must have over it.
+        env = {"PREFECT_UI_ENABLED": "true", **os.environ, **prefect_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                # The UI asks /ui-settings where its API is; without these it answers port 4200, whatever --port.
-               "PREFECT_UI_API_URL": url, "PREFECT_SERVER_API_PORT": str(settings.local_server_port())}
+               "PREFECT_UI_API_URL": url, "PREFECT_SERVER_API_PORT": port}
         env.pop("PREFECT_API_URL", None)
         with open(log_file(), "ab") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -101,7 +102,7 @@ def stop() -> bool:
 
 def prefect_env() -> dict[str, str]:
     """Prefect's own files live beside campaignflow's unless the user chose otherwise."""
-    return {"PREFECT_HOME": os.environ.get("PREFECT_HOME", str(_dir()))}
+    return {"PREFECT_HOME": str(settings.get().prefect_home or _dir())}
 
 
 def configure(autostart: bool = True) -> str | None:
@@ -109,9 +110,11 @@ def configure(autostart: bool = True) -> str | None:
 
     Returns the API URL, or None when no server is configured and `autostart` is False.
     """
+    # Prefect's client reads its settings from this process's environment, so that is where we
+    # tell it which server and which home to use.
     for key, value in prefect_env().items():
         os.environ.setdefault(key, value)
-    url = os.environ.get("PREFECT_API_URL")
+    url = settings.get().prefect_api_url
     if url:
         return url
     if autostart:

@@ -53,10 +53,11 @@ def secret() -> bytes:
     An empty key would make every link forgeable, so one is never used: the key file is created
     whole or not at all, and an empty one (from an older version, or edited by hand) is refused.
     """
-    value = os.environ.get("CAMPAIGNFLOW_SECRET")
-    if value and value.strip():
+    config = settings.get()
+    value = config.secret.get_secret_value() if config.secret else ""
+    if value.strip():
         return value.encode()
-    path = settings.home() / "link-secret"
+    path = config.home_dir() / "link-secret"
     if not path.exists():
         _create_key(path)
     key = path.read_text().strip()

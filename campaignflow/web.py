@@ -11,14 +11,13 @@ before anything reads it.
 from __future__ import annotations
 
 import hmac
-import os
 
 from fastapi import FastAPI, Form, Header, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
-from campaignflow import db
+from campaignflow import db, settings
 from campaignflow.approvals import (TEXT_LIMIT, VERBS, closed_text, decide_by_link, decided_by, undecided_seats,
                                     waiting_on)
 from campaignflow.errors import UserError
@@ -150,7 +149,8 @@ class DecisionIn(BaseModel):
 
 
 def _authorise(authorization: str | None) -> None:
-    token = os.environ.get("CAMPAIGNFLOW_API_TOKEN")
+    token = settings.get().api_token
+    token = token.get_secret_value() if token else ""
     if not token:
         raise HTTPException(503, "the JSON API is off: set CAMPAIGNFLOW_API_TOKEN on the server to turn it on")
     # Compared as bytes: a header may carry any byte (Starlette decodes it as latin-1), and

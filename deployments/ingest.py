@@ -10,17 +10,13 @@ or $CAMPAIGNFLOW_INGEST_CRON). The platform limits are created up front.
 
 from __future__ import annotations
 
-import os
 import sys
 
-DEFAULT_CRON = "0 6 * * *"
-
-
 def source_deployments():  # -> list[RunnerDeployment]
-    from campaignflow import db, ingest
+    from campaignflow import db, ingest, settings
     from flows.ingest_metrics import ingest_metrics
 
-    default = os.environ.get("CAMPAIGNFLOW_INGEST_CRON", DEFAULT_CRON)
+    default = settings.get().ingest_cron
     with db.session() as s:
         configs = ingest.source_names(s)
     return [ingest_metrics.to_deployment(

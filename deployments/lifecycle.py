@@ -17,15 +17,14 @@ default 10; 2 makes resumes feel immediate).
 
 from __future__ import annotations
 
-import os
-
+from campaignflow import settings
 from flows.lifecycle import campaign_lifecycle
 
 DEPLOYMENT = "campaign-lifecycle/lifecycle"
 
 
 def main() -> None:
-    campaign_lifecycle.serve(name="lifecycle", limit=int(os.environ.get("CAMPAIGNFLOW_RUN_LIMIT", "20")))
+    campaign_lifecycle.serve(name="lifecycle", limit=settings.get().run_limit)
 
 
 if __name__ == "__main__":

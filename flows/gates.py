@@ -12,7 +12,6 @@ closed gate in the store and resumes the run itself.
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 from typing import Literal
 
@@ -123,7 +122,7 @@ def _pause_with_watcher(form, gate_ids: list[int], run_id: str, key: str):
     watcher.start()
     try:
         return pause_flow_run(wait_for_input=form, timeout=PAUSE_NEVER_EXPIRES,
-                              poll_interval=max(1, int(settings.gate_poll_seconds())), key=key)
+                              poll_interval=max(1, int(settings.get().gate_poll)), key=key)
     finally:
         stop.set()
         watcher.join()
@@ -153,7 +152,8 @@ def _apply_due_timeouts(gates: list[m.ApprovalGate]) -> bool:
 
 def _resume_when_closed(gate_ids: list[int], run_id: str, stop: threading.Event) -> None:
     """Beside a pause: apply due-date timeouts, and resume the run once a gate is closed in the store."""
-    while not stop.wait(settings.gate_poll_seconds()):
+    poll = settings.get().gate_poll  # read once: the loop runs for as long as the gate waits
+    while not stop.wait(poll):
         gates = _load(gate_ids)  # one query a poll, whatever the number of gates
         if _apply_due_timeouts(gates):
             gates = _load(gate_ids)
@@ -164,7 +164,7 @@ def _resume_when_closed(gate_ids: list[int], run_id: str, stop: threading.Event)
 
 def resume_waiting_run(run_id: str, run_input: dict) -> bool:
     """Resume a paused run; False when it is not paused (not yet, or no longer) or cannot be reached."""
-    if not os.environ.get("PREFECT_API_URL"):
+    if not settings.get().prefect_api_url:
         return False  # no server to reach (Prefect would start a throwaway one); the run's watcher resumes it
     try:
         resume_flow_run(run_id, run_input=run_input)

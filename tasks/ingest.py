@@ -11,14 +11,13 @@ then be tuned in the Prefect UI.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import blocks.platform_credentials  # noqa: F401  (registers the credentials-block loader)
-from campaignflow import connectors, db, ingest, metrics
+from campaignflow import connectors, db, ingest, metrics, settings
 from campaignflow.connectors.base import Http
 from campaignflow.ingest import ProgressEvent, RunResult
 
@@ -39,8 +38,8 @@ def ensure_platform_limits(kind: str) -> None:
     if limits is None:  # a source that calls no platform (files)
         return
     runs, requests = limit_names(kind)
-    concurrency = int(os.environ.get(f"CAMPAIGNFLOW_INGEST_CONCURRENCY_{kind.upper()}", limits.concurrency))
-    rps = float(os.environ.get(f"CAMPAIGNFLOW_INGEST_RPS_{kind.upper()}", limits.requests_per_second))
+    concurrency = int(settings.ingest_limit(kind, "concurrency") or limits.concurrency)
+    rps = float(settings.ingest_limit(kind, "rps") or limits.requests_per_second)
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     with get_client(sync_client=True) as client:

@@ -143,7 +143,7 @@ def test_meta_high_usage_slows_down_before_being_throttled(home, server):
 
 
 def test_meta_revision_inside_lookback_updates_not_duplicates(store_url, server):
-    settings.home()  # the SQLite store's folder
+    settings.get().home_dir()  # the SQLite store's folder
     data = register([source("meta", server)], url=store_url)
     start = start_of(data)
     server.meta += [meta_row(d, "c-1", "Spring", "a1", 100, 10, 5.0, leads=1) for d in days(start, 10)]
@@ -361,7 +361,7 @@ def test_spec_problems_of_sources_name_field_and_fix():
 
 
 def test_a_row_sent_twice_in_one_run_is_stored_once_last_wins(store_url, server):
-    settings.home()
+    settings.get().home_dir()
     data = register([source("meta", server)], url=store_url)
     start = start_of(data)
     server.meta += [meta_row(start, "c-1", "Spring", f"a{i}", 100, 10, 5.0) for i in range(5)]

@@ -4,11 +4,10 @@ still lives (the store's claim says who holds a campaign; Prefect says whether t
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
-from campaignflow import localserver
+from campaignflow import localserver, settings
 
 
 def quiet_prefect_console() -> None:
@@ -36,7 +35,7 @@ def show_progress(console) -> None:
 
 
 def connect_prefect(console, autostart: bool = True) -> str | None:
-    if not os.environ.get("PREFECT_API_URL") and autostart and not localserver.healthy(localserver.api_url()):
+    if not settings.get().prefect_api_url and autostart and not localserver.healthy(localserver.api_url()):
         console.print(f"Starting the local Prefect server at {localserver.ui_url(localserver.api_url())} "
                       f"(first start takes ~15 s; stop it with `campaignflow server stop`)")
     return localserver.configure(autostart=autostart)
@@ -67,7 +66,7 @@ def require_deployment(console) -> None:
         with get_client(sync_client=True) as client:
             client.read_deployment_by_name(DEPLOYMENT)
     except ObjectNotFound:
-        raise UserError(f"no deployment {DEPLOYMENT} on the Prefect server at {os.environ['PREFECT_API_URL']}; "
+        raise UserError(f"no deployment {DEPLOYMENT} on the Prefect server at {settings.get().prefect_api_url}; "
                         "serve it first with `python -m deployments.lifecycle`") from None
 
 
@@ -109,7 +108,8 @@ def _prefect_states(run_ids: list[str]) -> dict[str, tuple[str, str]] | None:
     """(state type, state name) of each run Prefect knows; None when no Prefect API answers."""
     if not run_ids:
         return {}
-    if not os.environ.get("PREFECT_API_URL") or not localserver.healthy(os.environ["PREFECT_API_URL"]):
+    api = settings.get().prefect_api_url
+    if not api or not localserver.healthy(api):
         return None
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -35,13 +35,11 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """Say whether the local Prefect server is up, and where."""
-    import os
-
-    from campaignflow import localserver
+    from campaignflow import localserver, settings
 
     out = console()
-    if os.environ.get("PREFECT_API_URL"):
-        url = os.environ["PREFECT_API_URL"]
+    url = settings.get().prefect_api_url
+    if url:
         out.print(f"PREFECT_API_URL is set: {url} ({'reachable' if localserver.healthy(url) else 'NOT reachable'})")
     up = localserver.healthy(localserver.api_url())
     out.print(f"Local server: {'running at ' + localserver.ui_url(localserver.api_url()) if up else 'not running'}")

@@ -9,10 +9,10 @@ the registry is asked, so adding a platform is adding one module here (and its t
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 from typing import Callable, Mapping
 
+from campaignflow import settings
 from campaignflow.connectors.base import (AuthError, Connector, Http, Limits, SourceConfig, SourceError,
                                           SourceOptions)
 
@@ -61,16 +61,6 @@ def connector_class(kind: str) -> type[Connector]:
     return known[kind]
 
 
-def env_prefix(kind: str) -> str:
-    return f"CAMPAIGNFLOW_{kind.upper()}_"
-
-
-def env_credentials(kind: str) -> dict[str, str]:
-    """Credentials from the environment: `CAMPAIGNFLOW_<KIND>_<FIELD>` (field lowercased)."""
-    prefix = env_prefix(kind)
-    return {k[len(prefix):].lower(): v for k, v in os.environ.items() if k.startswith(prefix) and v}
-
-
 def credentials_for(config: SourceConfig) -> dict[str, str]:
     """The source's credentials: from a registered loader (a Prefect block) or `CAMPAIGNFLOW_<KIND>_<FIELD>`."""
     cls = connector_class(config.kind)
@@ -81,13 +71,13 @@ def credentials_for(config: SourceConfig) -> dict[str, str]:
             found = {k: v for k, v in loaded.items() if v}
             break
     if not found:
-        found = env_credentials(config.kind)
+        found = settings.credential_variables(config.kind)
     missing = [alts for alts in cls.required if not any(a in found for a in alts)]
     if missing:
         names = " and ".join(" or ".join(alts) for alts in missing)
         hint = (f"the Prefect block {config.credentials!r} does not have it" if config.credentials and credential_loaders
                 else f"set `credentials:` on the source to a {config.kind} credentials block "
-                     f"(docs/ingestion.md), or set " + ", ".join(env_prefix(config.kind) + alts[0].upper() for alts in missing))
+                     f"(docs/ingestion.md), or set " + ", ".join(settings.credential_prefix(config.kind) + alts[0].upper() for alts in missing))
         raise AuthError(config.name, config.account, f"no {names} for {config.kind}; {hint}")
     return found
 
@@ -97,4 +87,4 @@ def create(config: SourceConfig, credentials: Mapping[str, str], http: Http) -> 
 
 
 __all__ = ["Connector", "Http", "SourceConfig", "SourceError", "connector_class", "create", "credentials_for",
-           "env_credentials", "register", "registry", "credential_loaders"]
+           "register", "registry", "credential_loaders"]

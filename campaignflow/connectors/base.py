@@ -15,7 +15,6 @@ import datetime as dt
 import email.utils
 import json
 import math
-import os
 import random
 import re
 import time
@@ -26,6 +25,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr
 
+from campaignflow import settings
 from campaignflow.errors import UserError
 
 
@@ -186,25 +186,14 @@ def _error_text(response: Any) -> str:
     return str(body)[:200]
 
 
-# One source run may take this long in all (requests, retries, waits), unless the environment says otherwise.
-DEFAULT_MAX_MINUTES = 10.0
-MAX_MINUTES_ENV = "CAMPAIGNFLOW_INGEST_MAX_MINUTES"
+# One source run may take as long in all (requests, retries, waits) as CAMPAIGNFLOW_INGEST_MAX_MINUTES says.
+MAX_MINUTES_ENV = settings.variable("ingest_max_minutes")
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0  # a report page that takes longer is retried (or the cap ends the run)
 
 
 def max_seconds_from_env() -> float:
-    raw = os.environ.get(MAX_MINUTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_MINUTES * 60
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = float("nan")
-    if not math.isfinite(minutes) or minutes <= 0:
-        raise UserError(f"{MAX_MINUTES_ENV}={raw!r} is not a number of minutes; set it to e.g. 30, or unset it "
-                        f"for the default of {DEFAULT_MAX_MINUTES:g}")
-    return minutes * 60
+    return settings.get().ingest_max_minutes * 60
 
 
 def duration(seconds: float) -> str:

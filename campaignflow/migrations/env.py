@@ -11,7 +11,7 @@ if connection is None:
     from campaignflow import settings
     from sqlmodel import create_engine
 
-    connection = create_engine(settings.database_url()).connect()
+    connection = create_engine(settings.get().store_url()).connect()
 
 context.configure(
     connection=connection,

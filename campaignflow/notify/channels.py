@@ -15,7 +15,6 @@ and passwords, so they are only ever shown masked, and `redact` scrubs them
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from urllib.parse import unquote, urlsplit
 from campaignflow import settings
 from campaignflow.errors import UserError
 
-ENV_PREFIX = "CAMPAIGNFLOW_CHANNEL_"
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$", re.IGNORECASE)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -59,12 +57,12 @@ class ChannelRegistry:
 
 
 def env_name(channel: str) -> str:
-    return ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", channel.upper())
+    return settings.CHANNEL_PREFIX + re.sub(r"[^A-Z0-9]", "_", channel.upper())
 
 
 def channels_file() -> Path:
-    explicit = os.environ.get("CAMPAIGNFLOW_CHANNELS")
-    return Path(explicit).expanduser() if explicit else settings.home() / "channels.yaml"
+    config = settings.get()
+    return config.channels.expanduser() if config.channels else config.home_dir() / "channels.yaml"
 
 
 def _url_list(where: str, value: Any) -> list[str]:
@@ -118,9 +116,9 @@ def load_local(base: ChannelRegistry | None = None) -> ChannelRegistry:
 
         data = load_yaml(read_text(path), str(path))  # refusals name the line
         registry = registry.merged(registry_from_data(data, str(path)))
-    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX) and v.strip()}
+    env = settings.channel_variables()
     if env:
-        channels = {k[len(ENV_PREFIX):].lower().replace("_", "-"): _url_list(k, v.split()) for k, v in sorted(env.items())}
+        channels = {k[len(settings.CHANNEL_PREFIX):].lower().replace("_", "-"): _url_list(k, v.split()) for k, v in sorted(env.items())}
         registry = registry.merged(ChannelRegistry(channels=channels, sources=["environment"]))
     install_log_redaction(registry.secrets())
     return registry

@@ -12,7 +12,6 @@ runs out.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -20,6 +19,7 @@ from typing import Any, Iterable
 from sqlalchemy import and_, func, or_, select, update
 from sqlmodel import Session
 
+from campaignflow import settings
 from campaignflow.errors import UserError
 from campaignflow.models_notify import OutboxMessage
 
@@ -28,12 +28,12 @@ LEASE = dt.timedelta(minutes=10)  # far longer than apprise's socket timeouts
 
 
 def max_attempts() -> int:
-    return int(os.environ.get("CAMPAIGNFLOW_NOTIFY_MAX_ATTEMPTS", "12"))
+    return settings.get().notify_max_attempts
 
 
 def backoff(attempts: int) -> dt.timedelta:
     """Wait before attempt `attempts + 1`: doubling from CAMPAIGNFLOW_NOTIFY_BACKOFF seconds (30), at most 2 h."""
-    base = float(os.environ.get("CAMPAIGNFLOW_NOTIFY_BACKOFF", "30"))
+    base = settings.get().notify_backoff
     return dt.timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 7200))
 
 

@@ -36,7 +36,7 @@ def source(kind: str, server: PlatformServer, **kw) -> dict:
 
 
 def store_url() -> str:
-    return settings.database_url()
+    return settings.get().store_url()
 
 
 def meta_with_actions(date: dt.date, actions: list[tuple[str, str]], values: list[tuple[str, str]] = ()) -> dict:
@@ -101,7 +101,7 @@ def ga4_sessions_row(date: dt.date, campaign: str, sessions: int, key_events: in
 
 
 def test_ga4_property_without_ads_link_is_read_with_the_metrics_the_spec_names(store_url, server):
-    settings.home()  # the SQLite store's folder
+    settings.get().home_dir()  # the SQLite store's folder
     server.ga4_ads_linked = False
     metrics_ = {"sessions": "clicks", "keyEvents": "conversions", "totalRevenue": "conversion_value"}
     data = register([source("ga4", server, metrics=metrics_)], url=store_url)
@@ -456,7 +456,7 @@ PROPERTY_SETTINGS = hsettings(max_examples=60, deadline=None, derandomize=True,
 def check_payload(kind: str, server: PlatformServer, payload) -> None:  # noqa: ANN001
     """Serve `payload` as the platform's 200 answer; the run succeeds with sane rows or fails by name."""
     name = kind.replace("_", "-")
-    url = settings.database_url()
+    url = settings.get().store_url()
     if not store_row_counts(url).get("campaign"):
         register([source(kind, server)])
     before = store_row_counts(url)

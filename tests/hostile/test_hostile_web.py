@@ -260,7 +260,7 @@ def test_twelve_processes_on_a_fresh_home_sign_with_one_complete_key(tmp_path):
 def test_an_empty_key_file_is_refused_for_signing_and_checking(server, budget_gate, monkeypatch):
     link = sign(budget_gate.id, "priya")
     monkeypatch.delenv("CAMPAIGNFLOW_SECRET")
-    (settings.home() / "link-secret").write_text("\n")
+    (settings.get().home_dir() / "link-secret").write_text("\n")
     with pytest.raises(KeyUnusable, match="link-signing key .* is empty, so links could be forged"):
         sign(budget_gate.id, "priya")
     for response in (requests.get(f"{server}/decide/{link}", timeout=30),
