@@ -203,7 +203,7 @@ def demo(
     from campaignflow.app.commands.running import require_prefect, run_lifecycle
 
     out = console()
-    examples = Path(__file__).resolve().parent.parent / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"  # campaignflow/examples
     spec_path = examples / f"{example}.yaml"
     if not spec_path.is_file():
         names = ", ".join(p.stem for p in sorted(examples.glob("*.yaml")))
