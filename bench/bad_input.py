@@ -22,7 +22,7 @@ EXAMPLE = ROOT / "examples" / "b2b-webinar.yaml"
 
 # The CLI in a child that reports its own peak memory on its last line of stderr.
 CHILD = """import resource, sys
-from campaignflow.cli import main
+from campaignflow.app.cli import main
 sys.argv = ["campaignflow", "validate", sys.argv[1]]
 try:
     main()

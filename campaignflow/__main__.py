@@ -1,3 +1,3 @@
-from campaignflow.cli import main
+from campaignflow.app.cli import main
 
 main()

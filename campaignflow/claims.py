@@ -19,12 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
-from campaignflow import models as m
+from campaignflow import db, models as m
 from campaignflow.store import audit, get_campaign
 
 LEASE_SECONDS = 60
@@ -80,6 +83,37 @@ def release(s: Session, campaign_id: str, run_id: str, why: str = "") -> bool:
     if released and why:
         audit(s, campaign_id, "run.released", run_id, reason=why)
     return released
+
+
+@contextmanager
+def leased(campaign_id: str, run_id: str, keep_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """While the block runs, renew the run's lease from a thread (a killed process stops renewing); then
+    release the campaign, except when the block ends with one of `keep_on` (the orchestrator's "suspended"
+    signal: a deployed run that waits suspended keeps its claim, with no process)."""
+    stop = threading.Event()
+
+    def renew_while_alive() -> None:
+        while not stop.wait(RENEW_SECONDS):
+            try:
+                with db.session(write=True) as s:
+                    renew(s, campaign_id, run_id)
+            except Exception:  # noqa: BLE001  the store is away for a moment: the lease outlives a few misses
+                pass
+
+    thread = threading.Thread(target=renew_while_alive, name=f"lease-{campaign_id}", daemon=True)
+    thread.start()
+    keep = False
+    try:
+        yield
+    except keep_on:
+        keep = True
+        raise
+    finally:
+        stop.set()
+        thread.join()
+        if not keep:
+            with db.session(write=True) as s:
+                release(s, campaign_id, run_id)
 
 
 @dataclass(frozen=True)

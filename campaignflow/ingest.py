@@ -496,21 +496,25 @@ def run_source(source: str | SourceConfig, since: dt.date | None = None, until: 
         return merge(s, the_plan, fetched, started)
 
 
-def run_in_session(s: Session, config: SourceConfig, *, trigger: str = "lifecycle",
-                   credentials: dict[str, str] | None = None, http: Http | None = None,
-                   today: dt.date | None = None) -> RunResult:
-    """`run_source` inside a caller's transaction (the lifecycle step): the merge is a savepoint."""
-    started = m.utcnow()
-    the_plan = plan(s, config, today=today, trigger=trigger)
-    http = http or Http(config.name, config.account)
+@dataclass(frozen=True)
+class SourceRefresh:
+    """One source read for the lifecycle's measurement step: what was written, or why it could not be read."""
+
+    source: str
+    summary: str = ""
+    rows_written: int = 0
+    problem: str = ""  # set when the source could not be read; the report then uses the rows stored before
+    error: str = ""  # the whole error message, for the audit log
+
+
+def refresh(source: str, run: Callable[..., RunResult] = run_source) -> SourceRefresh:
+    """Read one source for the measurement step through `run` (its own transactions, never the step's);
+    a source that cannot be read (no credentials yet, a revoked token) is reported, not raised."""
     try:
-        fetched = fetch(the_plan, credentials, None, http)
+        result = run(source, trigger="lifecycle")
     except SourceError as exc:
-        exc = with_next_step(exc, the_plan)
-        record_failure(s, the_plan, exc, started, http.stats.requests, http.stats.retries, http.secrets)
-        raise exc from None
-    with s.begin_nested():
-        return merge(s, the_plan, fetched, started)
+        return SourceRefresh(source, problem=exc.what, error=str(exc))
+    return SourceRefresh(source, result.summary(), result.rows_written)
 
 
 def last_runs(s: Session, source: str | None = None, limit: int = 20) -> list[IngestionRun]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
@@ -20,6 +21,9 @@ from campaignflow.spec import CampaignSpec
 from campaignflow.approvals import StagePlan, due_at, plan_stages, review_stage, waiting_on
 from campaignflow.store import audit, campaign_spec, gate_decisions, get_campaign, open_gate
 from campaignflow.timeline import schedule
+
+if TYPE_CHECKING:
+    from campaignflow.ingest import SourceRefresh
 
 
 @dataclass(frozen=True)
@@ -354,34 +358,31 @@ def reviews_report(s: Session, campaign_id: str) -> StepReport:
 
 # -- 7. measurement -----------------------------------------------------------------------------
 
-def measurement(s: Session, campaign_id: str, as_of: dt.date | None = None) -> StepReport:
-    """Refresh the campaign's metric sources, then report KPIs, pacing and each goal against its straight line.
+def measurement_sources(s: Session, campaign_id: str) -> list[str]:
+    """The metric sources the measurement step refreshes before it reports."""
+    return [source.name for source in load(s, campaign_id)[1].measurement.sources]
 
-    A source that cannot be read (no credentials yet, a revoked token) does not
-    stop the step: the report uses the rows already stored and says which
-    source is stale and why. Off-track goals become `kpi.off_track` audit events.
+
+def measurement(s: Session, campaign_id: str, refreshed: list[SourceRefresh] | tuple = (),
+                as_of: dt.date | None = None) -> StepReport:
+    """Report KPIs, pacing and each goal against its straight line, from the stored rows.
+
+    The sources were read before, outside this step's transaction (`ingest.refresh`, one per name in
+    `measurement_sources`); `refreshed` says how that went. A source that could not be read does not
+    stop the step: the report says which source is stale and why. Off-track goals become `kpi.off_track`
+    audit events.
     """
-    from campaignflow import ingest, metrics
-    from campaignflow.connectors.base import SourceError
+    from campaignflow import metrics
 
     _, spec = load(s, campaign_id)
-    # End the read snapshot before the (possibly slow) platform calls, so the writes below
-    # start from fresh data instead of a stale SQLite snapshot.
-    s.commit()
-    refreshed, problems, written = [], [], 0
-    for source in spec.measurement.sources:
-        config = ingest.source_config(s, source.name)
-        try:
-            result = ingest.run_in_session(s, config, trigger="lifecycle")
-        except SourceError as exc:
-            problems.append(f"{source.name}: {exc.what}")
-            audit(s, campaign_id, "ingest.failed", source.name, error=str(exc))
-            continue
-        written += result.rows_written
-        refreshed.append(result.summary())
+    problems = [f"{r.source}: {r.problem}" for r in refreshed if r.problem]
+    for r in refreshed:
+        if r.problem:
+            audit(s, campaign_id, "ingest.failed", r.source, error=r.error)
+    summaries, written = [r.summary for r in refreshed if not r.problem], sum(r.rows_written for r in refreshed)
     report = metrics.campaign_report(s, campaign_id, as_of)
     metrics.flag_off_track(s, campaign_id, report)
-    md = measurement_page(spec.name, report, refreshed, problems)
+    md = measurement_page(spec.name, report, summaries, problems)
     behind = [g["name"] for g in report["goals"] if g["status"] == "off track"]
     audit(s, campaign_id, "measurement.reported", f"{report['days_with_data']} day(s)", rows_written=written,
           off_track=behind, as_of=report["as_of"], stale_sources=problems)

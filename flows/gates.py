@@ -7,6 +7,10 @@ goes through `campaignflow.approvals.decide`, and `decide_and_resume`
 then resumes the waiting run. A watcher thread beside the pause covers the
 race where a decision lands just before the flow has paused: it sees the
 closed gate in the store and resumes the run itself.
+
+This module holds no SQL: the store side is `campaignflow.gate_service`, called through the tasks in
+tasks/gates.py inside the flow, and directly by the watcher thread (a task a poll would flood the run's
+task list) and by the app (a decision from the CLI or the web is no flow).
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from pydantic import Field
 from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
-from sqlmodel import select
 
-from campaignflow import claims, db, models as m, settings
-from campaignflow.approvals import DecisionResult, apply_timeouts, decide, waiting_on
+from campaignflow import claims, gate_service, models as m, settings
+from campaignflow.approvals import DecisionResult
 from campaignflow.errors import UserError
-from campaignflow.store import attach_flow_run, gate_decisions
+from tasks.gates import (attach_run, read_gates, reclaim_campaign, record_decision, suspend_claim,
+                         time_out_due_gates)
 from tasks.progress import say
 from tasks.notify import notify_now
 
@@ -35,11 +39,6 @@ class GateDecisionInput(RunInput):
         description="approve, request_changes (the work goes back for another round) or reject")
     person: str = Field(description="Your handle as written in the campaign spec, e.g. priya")
     comment: str = Field(default="", description="Required when requesting changes or rejecting")
-
-
-def _read(gate_id: int) -> tuple[m.ApprovalGate, list[m.Decision]]:
-    with db.session() as s:
-        return s.get(m.ApprovalGate, gate_id), gate_decisions(s, gate_id)
 
 
 def _form_text(gates: list[tuple[m.ApprovalGate, list[str]]]) -> str:
@@ -69,14 +68,12 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
     run_id, deployed = str(run.id), run.deployment_id is not None
     refused = 0
     while True:
-        _apply_due_timeouts(_load(gate_ids))
-        gates = [_read(gid) for gid in gate_ids]
+        time_out_due_gates(gate_ids)
+        gates = read_gates(gate_ids)
         if any(g.status != "open" for g, _ in gates):
             return {g.id: g.status for g, _ in gates}
-        with db.session() as s:
-            for gid in gate_ids:
-                attach_flow_run(s, gid, run_id)
-        waiting = [(g, waiting_on(g, ds)) for g, ds in gates]
+        attach_run(gate_ids, run_id)
+        waiting = gate_service.still_waiting_on(gates)
         for gate, left in waiting:
             say(f"waiting at gate #{gate.id} ({gate.title}) for {', '.join(left)}: "
                 f"campaignflow approve {gate.id} --as {left[0]}")
@@ -89,11 +86,10 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
             answer = _suspend(form, key, waiting[0][0].campaign_id, run_id)
         else:
             answer = _pause_with_watcher(form, gate_ids, run_id, key)
-        if answer is not None and answer.gate in gate_ids and _read(answer.gate)[0].status == "open":
+        if answer is not None and answer.gate in gate_ids and read_gates([answer.gate])[0][0].status == "open":
             # Resumed from the Prefect UI form: record it through the same door as every decision.
             try:
-                with db.session(write=True) as s:
-                    decide(s, answer.gate, answer.person, answer.decision, answer.comment, entry_point="prefect-ui")
+                record_decision(answer.gate, answer.person, answer.decision, answer.comment, entry_point="prefect-ui")
             except UserError as exc:
                 refused += 1
                 say(f"decision from the Prefect UI not recorded: {exc}")
@@ -106,12 +102,10 @@ PAUSE_NEVER_EXPIRES = 100 * 365 * 24 * 3600
 
 def _suspend(form, key: str, campaign_id: str, run_id: str):
     """Suspend the deployed run; it keeps its claim on the campaign while no process holds it."""
-    with db.session(write=True) as s:
-        claims.suspend(s, campaign_id, run_id)
+    suspend_claim(campaign_id, run_id)
     answer = suspend_flow_run(wait_for_input=form, timeout=None, key=key)
     # Still here: the suspension had been answered already, and this process carries on holding the run.
-    with db.session(write=True) as s:
-        claims.claim(s, campaign_id, run_id, *claims.this_process())
+    reclaim_campaign(campaign_id, run_id, *claims.this_process())
     return answer
 
 
@@ -129,36 +123,17 @@ def _pause_with_watcher(form, gate_ids: list[int], run_id: str, key: str):
 
 
 def _resume_input(gate_id: int) -> dict:
-    _, decisions = _read(gate_id)
-    last = decisions[-1]
+    """The last decision on the gate, as the resume form's input."""
+    last = gate_service.last_decision(gate_id)
     return {"gate": gate_id, "decision": last.outcome, "person": last.person, "comment": last.comment}
-
-
-def _load(gate_ids: list[int]) -> list[m.ApprovalGate]:
-    with db.session() as s:
-        return list(s.exec(select(m.ApprovalGate).where(m.ApprovalGate.id.in_(gate_ids))))
-
-
-def _apply_due_timeouts(gates: list[m.ApprovalGate]) -> bool:
-    """Act on a due date that passed; the write lock is taken only when there is something to do."""
-    now = m.utcnow()
-    due = [g.id for g in gates
-           if g.status == "open" and g.on_timeout != "wait" and g.due_at and m.as_utc(g.due_at) <= now]
-    if due:
-        with db.session(write=True) as s:
-            apply_timeouts(s, now, gate_ids=due)
-    return bool(due)
 
 
 def _resume_when_closed(gate_ids: list[int], run_id: str, stop: threading.Event) -> None:
     """Beside a pause: apply due-date timeouts, and resume the run once a gate is closed in the store."""
     poll = settings.get().gate_poll  # read once: the loop runs for as long as the gate waits
     while not stop.wait(poll):
-        gates = _load(gate_ids)  # one query a poll, whatever the number of gates
-        if _apply_due_timeouts(gates):
-            gates = _load(gate_ids)
-        closed = [g.id for g in gates if g.status != "open"]
-        if closed and resume_waiting_run(run_id, _resume_input(closed[0])):
+        closed = gate_service.first_closed(gate_ids)
+        if closed is not None and resume_waiting_run(run_id, _resume_input(closed)):
             return
 
 
@@ -176,8 +151,7 @@ def resume_waiting_run(run_id: str, run_input: dict) -> bool:
 def decide_and_resume(gate_ref: str | int, person: str, outcome: str, comment: str = "",
                       entry_point: str = "cli") -> tuple[DecisionResult, bool]:
     """Record a decision (the one core door), then wake the waiting run if the gate closed."""
-    with db.session(write=True) as s:
-        result = decide(s, gate_ref, person, outcome, comment, entry_point=entry_point)
+    result = gate_service.record_decision(gate_ref, person, outcome, comment, entry_point=entry_point)
     return result, resume_after(result)
 
 
@@ -190,8 +164,7 @@ def resume_after(result: DecisionResult) -> bool:
 
 def apply_timeouts_and_resume() -> list[DecisionResult]:
     """Apply every due gate timeout, then wake the runs whose gates closed (for suspended, deployed runs)."""
-    with db.session(write=True) as s:
-        changed = apply_timeouts(s)
+    changed = gate_service.time_out_all()
     for result in changed:
         resume_after(result)
     return changed

@@ -19,14 +19,14 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from campaignflow.presentation import markdown_table
-from tasks.ingest import check_goals, ingest_source
+from tasks.ingest import campaigns_fed_by, check_goals, ingest_source
 
 
 @flow(name="ingest-metrics", flow_run_name="ingest-{source}", log_prints=False)
 def ingest_metrics(source: str, since: dt.date | None = None, until: dt.date | None = None,
                    trigger: str = "schedule") -> dict:
     result = ingest_source(source, since, until, trigger)
-    campaigns = sorted({r.campaign_id for r in _rules(source)})
+    campaigns = campaigns_fed_by(source)
     goals = [check_goals(c) for c in campaigns]
     lines = [f"# Ingested {source}", "", result.summary() + ".", "",
              f"Window {result.since or 'all'} to {result.until or 'all'}; cursor now {result.cursor}; "
@@ -43,13 +43,6 @@ def ingest_metrics(source: str, since: dt.date | None = None, until: dt.date | N
     return {"source": source, "rows_written": result.rows_written, "unmapped_rows": result.unmapped_rows,
             "since": str(result.since), "until": str(result.until), "cursor": str(result.cursor),
             "unmapped": result.unmapped, "warnings": result.warnings, "goals": goals}
-
-
-def _rules(source: str):  # noqa: ANN202
-    from campaignflow import db, ingest
-
-    with db.session() as s:
-        return ingest.source_config(s, source).rules
 
 
 if __name__ == "__main__":

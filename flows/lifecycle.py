@@ -12,21 +12,20 @@ Run it:  campaignflow run examples/b2b-webinar.yaml
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 
-from campaignflow import claims, db, store
+from campaignflow import claims, store
 from campaignflow import lifecycle as steps
 from campaignflow.lifecycle import StepReport
 from campaignflow.models import STEPS
 from flows.gates import wait_for_gates
 from tasks.artifacts import publish_step_report
+from tasks.ingest import refresh_source
 from tasks.notify import notify_now, notify_step_failed
 from tasks.progress import say
 from tasks.store import store_task
@@ -45,6 +44,7 @@ submit_first_drafts = store_task(steps.content_drafts, name="submit-first-drafts
 open_review_gates = store_task(steps.open_review_gates)
 settle_reviews = store_task(steps.settle_reviews)
 report_reviews = store_task(steps.reviews_report, name="report-reviews")
+measurement_sources = store_task(steps.measurement_sources)
 measure = store_task(steps.measurement, name="measure-against-goals")
 
 
@@ -104,7 +104,9 @@ def reviews_step(campaign_id: str) -> StepOutcome:
 
 @flow(name="measurement")
 def measurement_step(campaign_id: str) -> StepOutcome:
-    return StepOutcome(measure(campaign_id))
+    """Refresh the campaign's metric sources (each an ingestion run of its own), then report from the stored rows."""
+    refreshed = [refresh_source(name) for name in measurement_sources(campaign_id)]
+    return StepOutcome(measure(campaign_id, refreshed))
 
 
 STEP_FLOWS: dict[str, Callable[[str], StepOutcome]] = {
@@ -127,28 +129,6 @@ def run_step(campaign_id: str, step: str) -> StepOutcome:
     return outcome
 
 
-@contextmanager
-def lease_renewed(campaign_id: str, run_id: str) -> Iterator[None]:
-    """Renew the run's claim on the campaign while this process lives (a killed process stops renewing)."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(claims.RENEW_SECONDS):
-            try:
-                with db.session(write=True) as s:
-                    claims.renew(s, campaign_id, run_id)
-            except Exception:  # noqa: BLE001  the store is away for a moment: the lease outlives a few misses
-                pass
-
-    thread = threading.Thread(target=renew, name=f"lease-{campaign_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _held_elsewhere(campaign_id: str, run_id: str) -> bool:
     """Claim (or keep) the campaign for this run; say so and True when another live run holds it."""
     holder = claim_campaign(campaign_id, run_id, *claims.this_process())
@@ -164,17 +144,8 @@ def campaign_lifecycle(campaign_id: str) -> str:
     run_id = str(FlowRunContext.get().flow_run.id)
     if _held_elsewhere(campaign_id, run_id):
         return "held"
-    suspended = False
-    try:
-        with lease_renewed(campaign_id, run_id):
-            return _carry_through(campaign_id, run_id)
-    except Pause:
-        suspended = True  # a deployed run waiting suspended keeps its claim, with no process
-        raise
-    finally:
-        if not suspended:
-            with db.session(write=True) as s:
-                claims.release(s, campaign_id, run_id)
+    with claims.leased(campaign_id, run_id, keep_on=(Pause,)):  # a suspended run keeps its claim
+        return _carry_through(campaign_id, run_id)
 
 
 def _carry_through(campaign_id: str, run_id: str) -> str:

@@ -89,6 +89,20 @@ def ingest_source(source: str, since: dt.date | None = None, until: dt.date | No
     return ingest.run_source(config, since, until, progress=progress, http=http, trigger=trigger)
 
 
+@task(name="refresh-source", cache_policy=NO_CACHE)
+def refresh_source(source: str) -> ingest.SourceRefresh:
+    """Read one source for the lifecycle's measurement step, within the platform's limits; a source that
+    cannot be read is reported, not raised."""
+    return ingest.refresh(source, run=ingest_source.fn)
+
+
+@task(name="campaigns-fed-by", cache_policy=NO_CACHE)
+def campaigns_fed_by(source: str) -> list[str]:
+    """The campaigns whose rows a source carries (their goals are checked after it is ingested)."""
+    with db.session() as s:
+        return sorted({rule.campaign_id for rule in ingest.source_config(s, source).rules})
+
+
 @task(name="check-goals", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def check_goals(campaign_id: str) -> dict:
     """KPIs against goals for one campaign after new rows; off-track goals become audit events (then chat)."""

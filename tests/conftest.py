@@ -267,7 +267,7 @@ class Terminal:
 
 @contextmanager
 def serve_web(monkeypatch) -> Iterator[str]:
-    """`campaignflow.web:app` under uvicorn on a free loopback port, in a daemon thread; yields its base URL,
+    """`campaignflow.app.web:app` under uvicorn on a free loopback port, in a daemon thread; yields its base URL,
     which is also set as CAMPAIGNFLOW_WEB_URL (so links point at it), and stops the server afterwards."""
     import socket
     import threading
@@ -280,7 +280,7 @@ def serve_web(monkeypatch) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    from campaignflow.web import app
+    from campaignflow.app.web import app
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -83,3 +83,15 @@ def meta_source(server, name: str = "meta-main", **kw) -> dict:
     """A Meta source reading the local platform server's campaign c-1."""
     return {"name": name, "kind": "meta", "account": "act_1234", "base_url": server.url + API_PATH["meta"],
             "campaigns": ["c-1"], **kw}
+
+
+def measure(campaign_id: str):
+    """The measurement step as the lifecycle flow runs it: read each source (its own transactions), then
+    report from the stored rows in the step's transaction."""
+    from campaignflow import lifecycle
+
+    with db.session() as s:
+        names = lifecycle.measurement_sources(s, campaign_id)
+    refreshed = [ingest.refresh(name) for name in names]
+    with db.session() as s:
+        return lifecycle.measurement(s, campaign_id, refreshed)

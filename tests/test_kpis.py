@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from campaignflow import charts, db, kpis, lifecycle, metrics
 from campaignflow import models as m
-from ingest_helpers import register, start_of
+from ingest_helpers import measure, register, start_of
 
 D = dt.date(2027, 3, 1)
 
@@ -77,13 +77,12 @@ def register_webinar(tmp_path, conversions_per_day: int, n: int = 20) -> tuple[s
 
 def test_measurement_step_reports_flags_off_track_once_per_day(home, tmp_path):
     campaign, start = register_webinar(tmp_path, conversions_per_day=2)
-    with db.session() as s:
-        step = lifecycle.measurement(s, campaign)
+    step = measure(campaign)
     assert "20 day(s) of metrics" in step.summary and "OFF TRACK: registrations" in step.summary
     assert "## Unmapped platform campaigns" in step.markdown and "NW-Brand-AlwaysOn" in step.markdown
     assert "Budget pacing" in step.markdown
+    measure(campaign)  # the same day again: no second notification
     with db.session() as s:
-        lifecycle.measurement(s, campaign)  # the same day again: no second notification
         events = s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "kpi.off_track")).all()
     assert sorted(e.subject for e in events) == ["cost-per-registration", "registrations"]  # CPA 150 vs ~59
     detail = next(e.detail for e in events if e.subject == "registrations")
@@ -93,8 +92,8 @@ def test_measurement_step_reports_flags_off_track_once_per_day(home, tmp_path):
 
 def test_measurement_on_track_writes_no_event(home, tmp_path):
     campaign, _ = register_webinar(tmp_path, conversions_per_day=20)
+    step = measure(campaign)
     with db.session() as s:
-        step = lifecycle.measurement(s, campaign)
         report = metrics.campaign_report(s, campaign)
         events = s.exec(select(m.AuditEvent).where(m.AuditEvent.action == "kpi.off_track")).all()
     assert events == [] and "all goals on track" in step.summary
@@ -108,8 +107,7 @@ def test_measurement_on_track_writes_no_event(home, tmp_path):
 def test_measurement_with_an_unreadable_source_still_reports(home, tmp_path, monkeypatch):
     monkeypatch.delenv("CAMPAIGNFLOW_META_ACCESS_TOKEN", raising=False)
     data = register([{"name": "fb", "kind": "meta", "account": "act_42", "base_url": "http://127.0.0.1:9/v25.0"}])
-    with db.session() as s:
-        step = lifecycle.measurement(s, data["id"])
+    step = measure(data["id"])
     assert "not refreshed: fb" in step.summary
     assert "no access_token for meta" in step.markdown
     with db.session() as s:

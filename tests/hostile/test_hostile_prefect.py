@@ -245,7 +245,7 @@ def _at_once(n: int, fn) -> list:
 
 
 def test_concurrent_registration_of_one_spec_is_one_campaign(store_url, tmp_path):
-    from campaignflow.commands.campaigns import _register
+    from campaignflow.app.commands.campaigns import _register
 
     db.engine()
     spec_path = write_spec(tmp_path / "webinar.yaml", future_spec())

@@ -37,7 +37,7 @@ NO_PREFECT = {"PREFECT_API_URL": "", "CAMPAIGNFLOW_SERVER_PORT": "9"}
 
 @pytest.fixture
 def server(store_url, monkeypatch):
-    """`campaignflow.web:app` under uvicorn on a free loopback port, with the JSON API on; yields its base URL."""
+    """`campaignflow.app.web:app` under uvicorn on a free loopback port, with the JSON API on; yields its base URL."""
     monkeypatch.setenv("CAMPAIGNFLOW_API_TOKEN", TOKEN)
     with serve_web(monkeypatch) as base:
         yield base

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from campaignflow.commands import app, console, print_json
+from campaignflow.app.commands import app, console, print_json
 
 spec_app = typer.Typer(help="The campaign spec format.", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
@@ -89,7 +89,7 @@ def run(
 
     One lifecycle run per campaign: while another run holds it, `run` says which and exits with status 1.
     """
-    from campaignflow.commands.running import require_deployment, require_prefect
+    from campaignflow.app.commands.running import require_deployment, require_prefect
 
     out = console()
     parsed, text = _parse(spec)
@@ -102,7 +102,7 @@ def run(
 
 
 def _continue(campaign_id: str, status: str, out, deployed: bool) -> None:
-    from campaignflow.commands.running import continue_campaign
+    from campaignflow.app.commands.running import continue_campaign
 
     if status in ("completed", "stopped"):
         out.print(f"Nothing to do: the campaign is {status}. `campaignflow status {campaign_id}` shows it.")
@@ -121,7 +121,7 @@ def recover(
     The orphaned Prefect run is marked crashed. Refused while a live run holds the campaign.
     """
     from campaignflow import db
-    from campaignflow.commands.running import require_deployment, require_prefect
+    from campaignflow.app.commands.running import require_deployment, require_prefect
     from campaignflow.store import get_campaign
 
     out = console()
@@ -139,7 +139,7 @@ def status(
     """All campaigns at a glance (step, gates waiting and on whom, overdue work), or one in detail."""
     from campaignflow import db
     from campaignflow import status as st
-    from campaignflow.commands.running import connect_prefect, run_health
+    from campaignflow.app.commands.running import connect_prefect, run_health
 
     with db.session() as s:
         data = st.detail(s, campaign) if campaign else st.overview(s)
@@ -199,11 +199,11 @@ def demo(
     pause: float = typer.Option(1.0, help="Seconds each scripted approver takes to answer."),
 ) -> None:
     """Run a bundled example campaign from start to finish; scripted approvers answer its gates."""
-    from campaignflow.commands.demo_approvers import DemoApprovers
-    from campaignflow.commands.running import require_prefect, run_lifecycle
+    from campaignflow.app.commands.demo_approvers import DemoApprovers
+    from campaignflow.app.commands.running import require_prefect, run_lifecycle
 
     out = console()
-    examples = Path(__file__).resolve().parent.parent / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"  # campaignflow/examples
     spec_path = examples / f"{example}.yaml"
     if not spec_path.is_file():
         names = ", ".join(p.stem for p in sorted(examples.glob("*.yaml")))

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from campaignflow.commands import app, console, print_json
+from campaignflow.app.commands import app, console, print_json
 from campaignflow.errors import UserError
 
 
@@ -62,7 +62,7 @@ def ingest(
 def _run_flow(source: str, since, until, on_progress, out) -> dict:  # noqa: ANN001
     import logging
 
-    from campaignflow.commands.running import connect_prefect, quiet_prefect_console
+    from campaignflow.app.commands.running import connect_prefect, quiet_prefect_console
 
     connect_prefect(out)
     from prefect.logging.handlers import PrefectConsoleHandler

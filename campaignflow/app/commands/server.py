@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from campaignflow.commands import app, console
+from campaignflow.app.commands import app, console
 
 server_app = typer.Typer(help="The local Prefect server on SQLite under $CAMPAIGNFLOW_HOME.", no_args_is_help=True)
 app.add_typer(server_app, name="server")

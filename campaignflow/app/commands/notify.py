@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from campaignflow.commands import app, console, print_json
+from campaignflow.app.commands import app, console, print_json
 
 channels_app = typer.Typer(help="Notification channels (apprise URLs per name): list them, send a test.",
                            no_args_is_help=True)

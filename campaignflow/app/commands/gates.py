@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from campaignflow.commands import app, console, print_json
+from campaignflow.app.commands import app, console, print_json
 
 GATE = typer.Argument(..., help="Gate number (as `approvals` lists it) or gate key.")
 AS = typer.Option(..., "--as", help="Who decides: your handle in the campaign spec.")
@@ -39,7 +39,7 @@ def approvals(
 
 
 def _decide(gate: str, person: str, outcome: str, comment: str) -> None:
-    from campaignflow.commands.running import connect_prefect, what_happens_next
+    from campaignflow.app.commands.running import connect_prefect, what_happens_next
 
     out = console()
     connect_prefect(out, autostart=False)
@@ -108,7 +108,7 @@ def delegate(
 @app.command()
 def timeouts() -> None:
     """Act now on gates past their due date (escalate, auto-approve or auto-reject, as each gate says)."""
-    from campaignflow.commands.running import connect_prefect
+    from campaignflow.app.commands.running import connect_prefect
 
     out = console()
     connect_prefect(out, autostart=False)
@@ -157,7 +157,7 @@ def web(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     """Serve one-click decision links and the JSON approvals API (set CAMPAIGNFLOW_WEB_URL to where people reach it)."""
     import uvicorn
 
-    from campaignflow.commands.running import connect_prefect
+    from campaignflow.app.commands.running import connect_prefect
 
     connect_prefect(console(), autostart=False)
-    uvicorn.run("campaignflow.web:app", host=host, port=port, log_level="warning")
+    uvicorn.run("campaignflow.app.web:app", host=host, port=port, log_level="warning")

@@ -1,4 +1,4 @@
-"""The `campaignflow` command line. Commands live in campaignflow/commands/, one module per area.
+"""The `campaignflow` command line. Commands live in campaignflow/app/commands/, one module per area.
 
 Only typer is imported up front so `--help` answers at once; each command
 imports the store, pandas or Prefect when it runs.
@@ -10,8 +10,8 @@ import sys
 
 import typer
 
-from campaignflow.commands import app
-from campaignflow.commands import campaigns, gates, metrics, notify, server  # noqa: F401  (they register commands)
+from campaignflow.app.commands import app
+from campaignflow.app.commands import campaigns, gates, metrics, notify, server  # noqa: F401  (they register commands)
 from campaignflow.errors import SpecInvalid, UserError
 
 
