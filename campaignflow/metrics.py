@@ -73,14 +73,6 @@ def _upsert_postgresql(dbapi, chunks: Iterable[list[tuple]]) -> int:  # noqa: AN
     return written
 
 
-def upsert(s: Session, rows: Iterable[dict]) -> int:
-    """Insert or overwrite rows given as dicts on the natural key; returns how many rows were written."""
-    def as_tuple(row: dict) -> tuple:
-        return tuple(str(row["date"]) if c == "date" else row.get(c, "" if c in NATURAL_KEY or c in (
-            "platform_campaign_name", "currency") else None if c == "campaign_id" else 0) for c in COLUMNS)
-
-    return upsert_tuples(s, [[as_tuple(r) for r in rows]])
-
 
 def campaign_rows(s: Session, campaign_id: str):  # -> pd.DataFrame
     """The campaign's daily rows (date, totals, source), summed over ads: the input of the KPI math."""

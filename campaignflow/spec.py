@@ -196,7 +196,7 @@ class Measurement(Strict):
     sources: list[MeasurementSource] = Field(default_factory=list)
 
 
-# -- approval policies (issue 3) -----------------------------------------------------------------
+# -- approval policies -----------------------------------------------------------------------------
 
 PolicyName = Literal["any", "all", "quorum"]
 
@@ -252,7 +252,7 @@ class Approvals(Strict):
     reviews: ReviewRule = Field(default_factory=ReviewRule)
 
 
-# -- notifications: channels, teams, reminders, client SLA (issue 4) ---------------------------
+# -- notifications: channels, teams, reminders, client SLA ------------------------------------------
 
 MESSAGE_KINDS = (
     "step.started", "step.completed", "step.failed", "campaign.completed", "gate.waiting", "gate.approved",
