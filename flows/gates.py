@@ -16,6 +16,7 @@ task list) and by the app (a decision from the CLI or the web is no flow).
 from __future__ import annotations
 
 import contextvars
+import itertools
 import threading
 from typing import Literal
 
@@ -67,7 +68,7 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
     run = FlowRunContext.get().flow_run
     run_id, deployed = str(run.id), run.deployment_id is not None
     refused = 0
-    while True:
+    for pause_number in itertools.count():
         time_out_due_gates(gate_ids)
         gates = read_gates(gate_ids)
         if any(g.status != "open" for g, _ in gates):
@@ -79,7 +80,11 @@ def wait_for_gates(gate_ids: list[int]) -> dict[int, str]:
                 f"campaignflow approve {gate.id} --as {left[0]}")
         notify_now()  # tell the approvers now, not at the next sweep
         decided = sum(len(ds) for _, ds in gates)
-        key = f"gates-{'-'.join(map(str, gate_ids))}-d{decided}-r{refused}"
+        # A pause key that Prefect has seen is not paused again (the call returns at once), so a key is never
+        # reused within one execution: a resume that came late (the watcher and the decider both resume) must
+        # not make this loop spin. A suspended run executed again from the top makes the same keys in the
+        # same order, and so gets back the input its first pause was answered with.
+        key = f"gates-{'-'.join(map(str, gate_ids))}-d{decided}-r{refused}-p{pause_number}"
         form = GateDecisionInput.with_initial_data(description=_form_text(waiting), gate=waiting[0][0].id,
                                                    decision="approve", person=waiting[0][1][0])
         if deployed:
